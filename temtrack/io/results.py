@@ -1,0 +1,170 @@
+"""Atomic writing of results: a run leaves either the previous state or complete results.
+
+Every file is written to a temporary name in the same folder and renamed into place
+(``os.replace`` is atomic on POSIX and Windows). A whole output folder is staged as
+``<out>.partial-<pid>`` and renamed to ``<out>`` when every file is in it, so an interrupted
+``temtrack analyze`` never leaves a folder that looks finished.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from temtrack.errors import TemtrackError
+
+
+def _json_default(obj):
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def to_jsonable(obj):
+    """Replace NaN/Inf by None (JSON has neither) and numpy types by Python ones."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, (float, np.floating)):
+        v = float(obj)
+        return v if math.isfinite(v) else None
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, np.bool_):
+        return bool(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def write_json_atomic(path: str | os.PathLike, obj) -> Path:
+    """Write ``obj`` as indented JSON (NaN -> null) atomically."""
+    text = json.dumps(to_jsonable(obj), indent=2, default=_json_default, allow_nan=False)
+    return write_bytes_atomic(path, (text + "\n").encode("utf-8"))
+
+
+def write_csv_atomic(path: str | os.PathLike, columns: Mapping[str, Sequence]) -> Path:
+    """Write equal-length columns as a CSV table with a header row; NaN is written empty."""
+    names = list(columns)
+    arrays = [list(columns[n]) for n in names]
+    lengths = {len(a) for a in arrays}
+    if len(lengths) > 1:
+        raise ValueError(f"CSV columns of different lengths: {dict(zip(names, map(len, arrays)))}")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(names)
+    for row in zip(*arrays):
+        w.writerow(["" if (isinstance(v, float) and not math.isfinite(v)) else
+                    (repr(float(v)) if isinstance(v, (float, np.floating)) else v) for v in row])
+    return write_bytes_atomic(path, buf.getvalue().encode("utf-8"))
+
+
+def save_figure_atomic(fig, path: str | os.PathLike, **kwargs) -> Path:
+    """Save a matplotlib figure atomically (format from the suffix)."""
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", **kwargs)
+    return write_bytes_atomic(path, buf.getvalue())
+
+
+def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array))
+    return write_bytes_atomic(path, buf.getvalue())
+
+
+class OutputFolder:
+    """Stage a results folder and publish it with one rename.
+
+    Use as a context manager::
+
+        with OutputFolder(out, overwrite=False) as staging:
+            write_json_atomic(staging / "results.json", ...)
+        # here ``out`` holds the complete results
+
+    On an exception (including KeyboardInterrupt) the staging folder is removed and ``out`` is
+    left as it was.
+
+    Parameters
+    ----------
+    path : path-like
+        The final folder.
+    overwrite : bool
+        Replace an existing non-empty ``path``; without it that is an error.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, overwrite: bool = False):
+        self.path = Path(path)
+        self.overwrite = overwrite
+        if self.path.exists() and not self.path.is_dir():
+            raise TemtrackError(f"{self.path}: output path exists and is not a folder")
+        if self.path.is_dir() and any(self.path.iterdir()) and not overwrite:
+            raise TemtrackError(f"{self.path}: output folder exists and is not empty (use --overwrite)")
+        self.staging: Path | None = None
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=self.path.parent))
+        return self.staging
+
+    def __exit__(self, exc_type, exc, tb):
+        assert self.staging is not None
+        if exc_type is not None:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            return False
+        self.publish()
+        return False
+
+    def publish(self):
+        old = None
+        if self.path.exists():
+            old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
+            os.replace(self.path, old)
+        os.replace(self.staging, self.path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def iter_rows(table: Mapping[str, Iterable]):
+    """Rows of a column table as dicts (for tests and summaries)."""
+    names = list(table)
+    for row in zip(*(table[n] for n in names)):
+        yield dict(zip(names, row))

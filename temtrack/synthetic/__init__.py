@@ -1,0 +1,57 @@
+"""Synthetic in situ TEM movies with exactly known ground truth.
+
+The project's accuracy tests, the sample movies and the benchmarks all use these. Each family
+(``nanowire``, ``saed``, ``hrtem``) has a ``make_*`` function returning ``(frames, truth)`` and the
+shared writer below puts them on disk as a calibrated ImageJ TIFF plus ``<name>.truth.json``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from temtrack.io.results import write_bytes_atomic, write_json_atomic
+
+
+def save_movie_tiff(path: str | os.PathLike, frames: np.ndarray, *, pixel_size: float | None,
+                    pixel_unit: str = "nm", frame_interval_s: float | None = None) -> Path:
+    """Write a (n, rows, cols) stack as an ImageJ TIFF with spatial and time calibration.
+
+    Parameters
+    ----------
+    path : path-like
+    frames : ndarray
+        uint8, uint16 or float32 frames.
+    pixel_size : float or None
+        Size of a pixel in ``pixel_unit``.
+    pixel_unit : {'nm', '1/nm'}
+    frame_interval_s : float, optional
+    """
+    import io
+
+    import tifffile
+
+    frames = np.asarray(frames)
+    if frames.ndim == 2:
+        frames = frames[None]
+    metadata: dict = {"axes": "TYX"}
+    kwargs: dict = {}
+    if pixel_size is not None:
+        metadata["unit"] = pixel_unit
+        kwargs["resolution"] = (1.0 / pixel_size, 1.0 / pixel_size)
+    if frame_interval_s is not None:
+        metadata["finterval"] = float(frame_interval_s)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, frames, imagej=True, metadata=metadata, **kwargs)
+    return write_bytes_atomic(path, buf.getvalue())
+
+
+def truth_path_for(movie_path: str | os.PathLike) -> Path:
+    """``movie.tif`` -> ``movie.truth.json``."""
+    p = Path(movie_path)
+    return p.with_name(p.name.split(".")[0] + ".truth.json")
+
+
+def save_truth(movie_path: str | os.PathLike, truth: dict) -> Path:
+    return write_json_atomic(truth_path_for(movie_path), truth)
