@@ -30,6 +30,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from scipy.ndimage import gaussian_filter
 
 from temtrack.errors import ParameterError
 
@@ -74,9 +75,9 @@ def _drift_path(n: int, rng: np.random.Generator, total_px: float, n_jumps: int,
     steps[0] = 0
     wander = np.cumsum(steps, axis=0)
     # Low-pass the random walk so it looks like thermal/stage drift, then scale it.
-    kernel = np.hanning(max(3, n // 10))
-    kernel /= kernel.sum()
-    wander = np.stack([np.convolve(wander[:, j], kernel, mode="same") for j in range(2)], axis=1)
+    from scipy.ndimage import gaussian_filter1d
+
+    wander = gaussian_filter1d(wander, sigma=max(1.0, n / 40), axis=0, mode="nearest")
     wander -= wander[0]
     span = np.max(np.linalg.norm(wander, axis=1)) or 1.0
     wander *= (0.6 * total_px) / span
@@ -121,7 +122,7 @@ def make_nanowire_movie(*, n_frames: int = 300, shape: tuple[int, int] = (384, 3
                         dose: float = 40.0, drift_px: float = 25.0, n_jumps: int = 2,
                         jump_px: tuple[float, float] = (5.0, 20.0), flicker: float = 0.04,
                         wire_end_visible: bool = True, probes_nm: tuple[float, ...] = (),
-                        seed: int = 0) -> tuple[np.ndarray, dict]:
+                        psf_px: float = 0.7, noise: bool = True, seed: int = 0) -> tuple[np.ndarray, dict]:
     """Render a sodiation movie of one nanowire and return it with its ground truth.
 
     Parameters
@@ -154,11 +155,15 @@ def make_nanowire_movie(*, n_frames: int = 300, shape: tuple[int, int] = (384, 3
         Whether the far end of the wire lies inside the field of view.
     probes_nm : tuple of float
         Positions along the wire where the truth lists the diameter in every frame.
+    psf_px : float
+        Standard deviation of the camera's Gaussian point-spread function, px.
+    noise : bool
+        Poisson noise (switch off to check the truth, the output is then float32 expected counts).
     seed : int
 
     Returns
     -------
-    frames : ndarray of uint16, shape (n_frames, rows, cols)
+    frames : ndarray of uint16 (float32 without noise), shape (n_frames, rows, cols)
     truth : dict
         Everything needed to score an analysis; see the module docstring for conventions.
     """
@@ -227,7 +232,7 @@ def make_nanowire_movie(*, n_frames: int = 300, shape: tuple[int, int] = (384, 3
     na_source_r_nm = 1.0 * d1_nm
 
     yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float64)
-    frames = np.empty((n_frames, rows, cols), dtype=np.uint16)
+    frames = np.empty((n_frames, rows, cols), dtype=np.uint16 if noise else np.float32)
     probe_diam = {float(p): [] for p in probes_nm}
     for i in range(n_frames):
         dy, dx = drift[i]
@@ -252,11 +257,17 @@ def make_nanowire_movie(*, n_frames: int = 300, shape: tuple[int, int] = (384, 3
         textures = _fourier_shift(textures_fft, big, dy, dx)[pad:pad + rows, pad:pad + cols]
         film_i, speckle = textures.real, textures.imag
         att += 0.10 * speckle * reacted * np.minimum(thick / d1_nm, 1.0)
-        # The Na source: a dark particle centred behind the contact.
-        src = np.hypot(s_nm + 0.8 * na_source_r_nm, r_nm) < na_source_r_nm
-        att = np.where(src, np.maximum(att, 1.2 + 0.1 * speckle), att)
+        # The Na source: a thick spherical particle centred behind the contact (projected
+        # thickness, so its rim is continuous like a real particle's, not an aliased step).
+        rho2 = (s_nm + 0.8 * na_source_r_nm) ** 2 + r_nm ** 2
+        src_att = 0.03 * 2.0 * np.sqrt(np.clip(na_source_r_nm ** 2 - rho2, 0, None)) * (1 + 0.1 * speckle)
+        att = np.maximum(att, src_att)
         intensity = gain[i] * np.exp(-(att + 0.15 + film_i))
-        frames[i] = np.minimum(rng.poisson(dose * np.clip(intensity, 0, None)), 65535)
+        if psf_px > 0:
+            # Detector point-spread: applied to the expected image, before the shot noise.
+            intensity = gaussian_filter(intensity, psf_px, mode="nearest")
+        expected = dose * np.clip(intensity, 0, None)
+        frames[i] = np.minimum(rng.poisson(expected), 65535) if noise else expected
         for p in probe_diam:
             frac = 0.5 * (1.0 - math.tanh((p - front_nm[i]) / (0.5 * front_width_nm))) if front_nm[i] > 0 else 0.0
             probe_diam[p].append(d0_nm + (d1_nm - d0_nm) * frac)

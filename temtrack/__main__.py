@@ -1,0 +1,5 @@
+import sys
+
+from temtrack.cli import main
+
+sys.exit(main())
