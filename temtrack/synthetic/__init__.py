@@ -15,7 +15,8 @@ from temtrack.io.results import write_bytes_atomic, write_json_atomic
 
 
 def save_movie_tiff(path: str | os.PathLike, frames: np.ndarray, *, pixel_size: float | None,
-                    pixel_unit: str = "nm", frame_interval_s: float | None = None) -> Path:
+                    pixel_unit: str = "nm", frame_interval_s: float | None = None,
+                    compression: str | None = None) -> Path:
     """Write a (n, rows, cols) stack as an ImageJ TIFF with spatial and time calibration.
 
     Parameters
@@ -27,6 +28,8 @@ def save_movie_tiff(path: str | os.PathLike, frames: np.ndarray, *, pixel_size: 
         Size of a pixel in ``pixel_unit``.
     pixel_unit : {'nm', '1/nm'}
     frame_interval_s : float, optional
+    compression : {None, 'zlib'}, optional
+        Deflate-compress the pages (Fiji reads them); uncompressed stacks can be memory-mapped.
     """
     import io
 
@@ -43,6 +46,8 @@ def save_movie_tiff(path: str | os.PathLike, frames: np.ndarray, *, pixel_size: 
     if frame_interval_s is not None:
         metadata["finterval"] = float(frame_interval_s)
     buf = io.BytesIO()
+    if compression:
+        kwargs["compression"] = compression
     tifffile.imwrite(buf, frames, imagej=True, metadata=metadata, **kwargs)
     return write_bytes_atomic(path, buf.getvalue())
 
