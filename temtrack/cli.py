@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import signal
 import sys
 import threading
@@ -154,6 +153,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common_movie_args(p)
     _run_args(p)
     p.add_argument("--roi", type=_roi, metavar="X,Y,W,H", help="region in px (default: a central square)")
+
+    p = sub.add_parser("batch", help="run one recipe over many movies (continues past bad ones, resumable)")
+    p.add_argument("recipe", type=Path, help="recipe file (JSON/YAML with a 'kind': analyze, rings or fft)")
+    p.add_argument("movies", nargs="+", help="movie files or folders")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR", help="one results folder per movie + summary.csv")
+    p.add_argument("--workers", type=_positive_int, metavar="N", help="local threads per movie")
 
     p = sub.add_parser("gui", help="open the desktop application")
     p.add_argument("movie", nargs="?", help="movie to open")
@@ -368,6 +373,27 @@ def cmd_fft(args) -> int:
     return 0
 
 
+def cmd_batch(args) -> int:
+    from temtrack.pipeline.batch import run_batch
+    from temtrack.pipeline.executor import LocalExecutor
+    from temtrack.pipeline.registry import load_recipe
+    recipe = load_recipe(args.recipe)
+    progress = _Progress(args.quiet, "batch")
+
+    def report(row):
+        if not args.quiet:
+            msg = f" ({row['message']})" if row["message"] else ""
+            print(f"{row['status']:<16} {row['movie']}{msg}", file=sys.stderr)
+
+    try:
+        summary = run_batch(recipe, args.movies, args.out, executor=LocalExecutor(args.workers),
+                            progress=progress, on_movie=report)
+    finally:
+        progress.close()
+    print(f"{len(summary.rows)} movies, {summary.n_failed} failed; summary in {args.out / 'summary.csv'}")
+    return 1 if summary.n_failed else 0
+
+
 def cmd_gui(args) -> int:
     try:
         from temtrack_gui.app import main as gui_main
@@ -377,7 +403,7 @@ def cmd_gui(args) -> int:
 
 
 VERBS = {"info": cmd_info, "synth": cmd_synth, "analyze": cmd_analyze, "rings": cmd_rings, "fft": cmd_fft,
-         "gui": cmd_gui}
+         "batch": cmd_batch, "gui": cmd_gui}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -48,24 +48,30 @@ class Recipe:
 
     @classmethod
     def from_file(cls: type[R], path: str | os.PathLike) -> R:
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ParameterError(f"{path}: cannot read recipe ({exc.strerror or exc})") from None
-        try:
-            if path.suffix.lower() in (".yaml", ".yml"):
-                import yaml
-                data = yaml.safe_load(text)
-            else:
-                data = json.loads(text)
-        except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
-            raise ParameterError(f"{path}: not a valid recipe file ({type(exc).__name__}: {exc})".splitlines()[0]) from None
-        if not isinstance(data, dict):
-            raise ParameterError(f"{path}: a recipe file must hold a mapping of parameter names to values")
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_recipe_mapping(path), source=str(path))
 
     def replace(self: R, **changes) -> R:
         new = dataclasses.replace(self, **changes)
         new.validate()
         return new
+
+
+def read_recipe_mapping(path: str | os.PathLike) -> dict[str, Any]:
+    """The mapping stored in a JSON or YAML recipe file, with one-line errors for bad files."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ParameterError(f"{path}: cannot read recipe ({exc.strerror or exc})") from None
+    try:
+        if path.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:  # noqa: BLE001 - any parse error is the user's file
+        first_line = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise ParameterError(f"{path}: not a valid recipe file ({first_line})") from None
+    if not isinstance(data, dict):
+        raise ParameterError(f"{path}: a recipe file must hold a mapping of parameter names to values")
+    return data
