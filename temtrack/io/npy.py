@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from temtrack.errors import MovieReadError
-from temtrack.io.image_folder import LUMINANCE_PROBLEM, LazyFrames, rgb_to_luminance
+from temtrack.io.lazy import LUMINANCE_PROBLEM, LazyFrames, rgb_to_luminance
 from temtrack.io.movie import Movie, normalise_length_unit
 
 

@@ -168,7 +168,7 @@ def _check_dtype(path: Path, data):
     if dtype.names:
         names = {n.upper() for n in dtype.names}
         if {"R", "G", "B"} <= names:
-            from temtrack.io.image_folder import LUMA_WEIGHTS
+            from temtrack.io.lazy import LUMA_WEIGHTS
 
             f = {n.upper(): n for n in dtype.names}
             lum = sum(w * data[f[c]].astype(np.float32) for w, c in zip(LUMA_WEIGHTS, "RGB"))

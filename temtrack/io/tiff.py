@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from temtrack.errors import MovieReadError
-from temtrack.io.image_folder import LUMINANCE_PROBLEM, LazyFrames, rgb_to_luminance
+from temtrack.io.lazy import LUMINANCE_PROBLEM, LazyFrames, rgb_to_luminance
 from temtrack.io.movie import Movie, normalise_length_unit, time_unit_to_s
 
 NO_CALIBRATION = "no spatial calibration: pixel size unknown (give --pixel-size)"

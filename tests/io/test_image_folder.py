@@ -9,7 +9,8 @@ import pytest
 import tifffile
 
 from temtrack.errors import MovieReadError
-from temtrack.io.image_folder import LazyFrames, natural_key, read_image_folder
+from temtrack.io.image_folder import natural_key, read_image_folder
+from temtrack.io.lazy import LazyFrames
 
 
 def _frames(n=12, rows=10, cols=14, dtype=np.uint16):

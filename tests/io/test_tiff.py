@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 from temtrack.errors import MovieReadError
-from temtrack.io.image_folder import LazyFrames
+from temtrack.io.lazy import LazyFrames
 from temtrack.io.tiff import read_tiff
 from temtrack.synthetic import save_movie_tiff
 

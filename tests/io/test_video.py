@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from temtrack.errors import MovieReadError
-from temtrack.io.image_folder import LazyFrames
+from temtrack.io.lazy import LazyFrames
 from temtrack.io.video import read_video
 
 LEVELS = np.array([10, 30, 50, 70, 90, 110, 130, 150, 170, 190, 210], dtype=np.uint8)
