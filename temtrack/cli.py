@@ -154,6 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
     _run_args(p)
     p.add_argument("--roi", type=_roi, metavar="X,Y,W,H", help="region in px (default: a central square)")
 
+    p = sub.add_parser("export-video", help="annotated MP4/GIF: scale bar, time stamp, drift-corrected, overlays")
+    _common_movie_args(p)
+    p.add_argument("out", type=Path, help="output .mp4 (H.264) or .gif")
+    p.add_argument("--results", type=Path, metavar="DIR", help="an analyze results folder: overlays (wire, front, "
+                                                                 "probes) and its drift")
+    p.add_argument("--aligned", action="store_true", help="drift-correct (using --results' drift, else estimated)")
+    p.add_argument("--fps", type=_positive, help="output frame rate (default: real time, 2-30 fps)")
+    p.add_argument("--frames", metavar="A:B", help="frame range, e.g. 10:200")
+    p.add_argument("--crop", type=_roi, metavar="X,Y,W,H", help="region in px")
+    p.add_argument("--contrast", type=lambda t: _floats(t, 2, "--contrast LO,HI"), metavar="LO,HI",
+                   help="display limits in counts (default: 0.5-99.5 percentiles)")
+    p.add_argument("--no-scale-bar", action="store_true")
+    p.add_argument("--no-timestamp", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
     p = sub.add_parser("batch", help="run one recipe over many movies (continues past bad ones, resumable)")
     p.add_argument("recipe", type=Path, help="recipe file (JSON/YAML with a 'kind': analyze, rings or fft)")
     p.add_argument("movies", nargs="+", help="movie files or folders")
@@ -373,6 +388,50 @@ def cmd_fft(args) -> int:
     return 0
 
 
+def _frame_range(text: str | None, n: int) -> range | None:
+    if not text:
+        return None
+    a, sep, b = text.partition(":")
+    try:
+        start = int(a) if a else 0
+        stop = int(b) if b else n
+    except ValueError:
+        raise ParameterError(f"--frames expects A:B (whole numbers), got {text!r}") from None
+    if not sep or not (0 <= start < stop <= n):
+        raise ParameterError(f"--frames {text!r} is not a range inside 0:{n}")
+    return range(start, stop)
+
+
+def cmd_export_video(args) -> int:
+    from temtrack.export.annotated_video import Overlay, export_video
+    if args.out.exists() and not args.overwrite:
+        raise TemtrackError(f"{args.out}: exists (use --overwrite)")
+    movie = _open(args)
+    results = None
+    if args.results:
+        from temtrack.pipeline.recipe import read_json_file
+        results = read_json_file(args.results / "results.json")
+    overlay = Overlay.from_results(results) if results else None
+    if args.aligned:
+        from temtrack.series.drift import DriftResult, aligned_movie, estimate_drift
+        drift_json = (results or {}).get("drift") or {}
+        if drift_json.get("dy_px"):
+            drift = DriftResult.from_json(drift_json)
+        else:
+            drift = estimate_drift(movie, progress=_Progress(args.quiet, "drift"))
+        movie = aligned_movie(movie, drift, crop=False)
+    progress = _Progress(args.quiet, "export")
+    try:
+        out = export_video(movie, args.out, fps=args.fps, frames=_frame_range(args.frames, movie.n_frames),
+                           crop=args.crop, contrast=args.contrast, scale_bar=not args.no_scale_bar,
+                           timestamp=not args.no_timestamp, overlay=overlay, overlay_on_raw=not args.aligned,
+                           progress=progress)
+    finally:
+        progress.close()
+    print(f"movie written to {out}")
+    return 0
+
+
 def cmd_batch(args) -> int:
     from temtrack.pipeline.batch import run_batch
     from temtrack.pipeline.executor import LocalExecutor
@@ -403,7 +462,7 @@ def cmd_gui(args) -> int:
 
 
 VERBS = {"info": cmd_info, "synth": cmd_synth, "analyze": cmd_analyze, "rings": cmd_rings, "fft": cmd_fft,
-         "batch": cmd_batch, "gui": cmd_gui}
+         "batch": cmd_batch, "export-video": cmd_export_video, "gui": cmd_gui}
 
 
 def main(argv: list[str] | None = None) -> int:

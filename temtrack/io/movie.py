@@ -231,10 +231,13 @@ class Movie:
 
     def summary(self) -> dict:
         """The facts ``temtrack info --json`` prints."""
-        try:
-            size = _size_on_disk(self.path)
-        except OSError:
-            size = None
+        # Multi-file formats (frms6 + hdr, GMS folders) state their total size in the metadata.
+        size = self.original_metadata.get("size_on_disk_bytes")
+        if size is None:
+            try:
+                size = _size_on_disk(self.path)
+            except OSError:
+                size = None
         return {
             "path": str(self.path),
             "format": self.format,

@@ -75,3 +75,17 @@ def read_recipe_mapping(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ParameterError(f"{path}: a recipe file must hold a mapping of parameter names to values")
     return data
+
+
+def read_json_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A JSON object from a file (e.g. a results.json), with one-line errors."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ParameterError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    except ValueError as exc:
+        raise ParameterError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ParameterError(f"{path}: expected a JSON object")
+    return data

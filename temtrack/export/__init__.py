@@ -1,0 +1,1 @@
+"""What users publish: annotated movies (and, beside them, figures and reports)."""
