@@ -169,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-timestamp", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
+    p = sub.add_parser("report", help="one self-contained HTML page from a results folder")
+    p.add_argument("results", type=Path, metavar="DIR", help="results folder of analyze, rings or fft")
+    p.add_argument("--out", type=Path, metavar="FILE", help="output HTML (default DIR/report.html)")
+
     p = sub.add_parser("batch", help="run one recipe over many movies (continues past bad ones, resumable)")
     p.add_argument("recipe", type=Path, help="recipe file (JSON/YAML with a 'kind': analyze, rings or fft)")
     p.add_argument("movies", nargs="+", help="movie files or folders")
@@ -432,6 +436,12 @@ def cmd_export_video(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from temtrack.export.report import write_report
+    print(f"report written to {write_report(args.results, args.out)}")
+    return 0
+
+
 def cmd_batch(args) -> int:
     from temtrack.pipeline.batch import run_batch
     from temtrack.pipeline.executor import LocalExecutor
@@ -462,7 +472,7 @@ def cmd_gui(args) -> int:
 
 
 VERBS = {"info": cmd_info, "synth": cmd_synth, "analyze": cmd_analyze, "rings": cmd_rings, "fft": cmd_fft,
-         "batch": cmd_batch, "export-video": cmd_export_video, "gui": cmd_gui}
+         "batch": cmd_batch, "export-video": cmd_export_video, "report": cmd_report, "gui": cmd_gui}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+
+from temtrack.errors import MovieReadError
+from temtrack.series.stimulus import (ELEMENTARY_CHARGE_C, align_to_frames, charge_vs_reacted_volume,
+                                      cumulative_charge_C, estimate_clock_offset, read_stimulus_log)
+
+
+def test_biologic_style_log_units_and_alignment(tmp_path):
+    t = np.arange(0, 100, 0.5)
+    lines = ["# exported by EC-Lab", "time/s\tEwe/V\t<I>/mA"] + [f"{a}\t{-0.1 - 0.001 * a}\t{-0.002}" for a in t]
+    (tmp_path / "log.txt").write_text("\n".join(lines))
+    log = read_stimulus_log(tmp_path / "log.txt")
+    assert log.current_A[0] == pytest.approx(-2e-6)
+    assert log.voltage_V[10] == pytest.approx(-0.1 - 0.001 * 5)
+    # movie starts 10 s after the log
+    frames = np.arange(0, 50, 1.0)
+    al = align_to_frames(log, frames, offset_s=10.0)
+    np.testing.assert_allclose(al["voltage_V"], -0.1 - 0.001 * (frames + 10))
+    np.testing.assert_allclose(al["charge_C"], -2e-6 * frames, atol=1e-12)
+    assert al["fraction_of_frames_covered"] == 1.0
+
+
+def test_semicolon_log_with_micro_amps_and_gaps(tmp_path):
+    (tmp_path / "p.csv").write_text("Time (s);Current (uA);Voltage (V)\n0;1;0.5\n10;1;0.5\n20;3;0.6\n")
+    log = read_stimulus_log(tmp_path / "p.csv")
+    al = align_to_frames(log, [0, 5, 15, 25])
+    assert np.isnan(al["current_A"][-1])
+    assert al["current_A"][2] == pytest.approx(2e-6)
+    assert al["charge_C"][1] == pytest.approx(5e-6)
+
+
+def test_charge_and_volume():
+    q = cumulative_charge_C([0, 1, 2], [1.0, 1.0, 3.0])
+    np.testing.assert_allclose(q, [0, 1, 3])
+    r = charge_vs_reacted_volume([ELEMENTARY_CHARGE_C * 1000], [10.0], sodiated_diameter_nm=2 / np.sqrt(np.pi))
+    assert r["reacted_volume_nm3"][0] == pytest.approx(10.0)
+    assert r["na_per_nm3"][0] == pytest.approx(100.0)
+    assert estimate_clock_offset(log_event_s=12.5, movie_event_s=2.5) == 10.0
+
+
+@pytest.mark.parametrize("text,msg", [("a,b\n1,2\n3,4\n", "no time column"),
+                                      ("time/s,foo\n1,2\n3,4\n", "no current or voltage"),
+                                      ("time/s\n", "fewer than two")])
+def test_bad_logs(tmp_path, text, msg):
+    p = tmp_path / "bad.csv"
+    p.write_text(text)
+    with pytest.raises(MovieReadError, match=msg):
+        read_stimulus_log(p)
