@@ -97,12 +97,24 @@ def write_csv_atomic(path: str | os.PathLike, columns: Mapping[str, Sequence]) -
     return write_bytes_atomic(path, buf.getvalue().encode("utf-8"))
 
 
-def save_figure_atomic(fig, path: str | os.PathLike, **kwargs) -> Path:
-    """Save a matplotlib figure atomically (format from the suffix)."""
+def save_figure_atomic(fig, path: str | os.PathLike, *, vector_formats: Sequence[str] = ("svg",),
+                       **kwargs) -> Path:
+    """Save a matplotlib figure atomically (format from the suffix).
+
+    A raster figure (``.png``) is also written in each of ``vector_formats`` beside it (same stem),
+    because papers want vector figures and reports want PNG; pass ``vector_formats=()`` to skip.
+    """
     path = Path(path)
+    fmt = path.suffix.lstrip(".").lower() or "png"
     buf = io.BytesIO()
-    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", **kwargs)
-    return write_bytes_atomic(path, buf.getvalue())
+    fig.savefig(buf, format=fmt, **kwargs)
+    out = write_bytes_atomic(path, buf.getvalue())
+    if fmt == "png":
+        for vec in vector_formats:
+            vbuf = io.BytesIO()
+            fig.savefig(vbuf, format=vec, **{k: v for k, v in kwargs.items() if k != "dpi"})
+            write_bytes_atomic(path.with_suffix("." + vec), vbuf.getvalue())
+    return out
 
 
 def save_npy_atomic(path: str | os.PathLike, array: np.ndarray) -> Path:
