@@ -220,9 +220,14 @@ def _executor(args):
     return LocalExecutor(args.workers)
 
 
-def _recipe(cls, args, overrides: dict):
+def _recipe(cls, args, options: dict, flags: dict | None = None):
+    """The recipe file (or defaults) with command-line options on top.
+
+    ``options`` holds option values where None means "not given"; ``flags`` values always apply.
+    """
     recipe = cls.from_file(args.recipe) if args.recipe else cls()
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides = {k: v for k, v in options.items() if v is not None}
+    overrides.update(flags or {})
     overrides.update(dict(args.set))
     if args.memory_budget_mb is not None:
         overrides["memory_budget_mb"] = args.memory_budget_mb
@@ -316,16 +321,17 @@ def cmd_synth(args) -> int:
 
 def cmd_analyze(args) -> int:
     from temtrack.pipeline.analyze import AnalyzeRecipe, analyze, write_analyze_results
-    overrides = {"line": args.line, "width_px": args.width, "probes_nm": args.probe_nm,
-                 "prefactor": args.prefactor, "pixel_size_nm": args.pixel_size,
-                 "frame_interval_s": args.frame_interval}
+    options = {"line": args.line, "width_px": args.width, "probes_nm": args.probe_nm,
+               "prefactor": args.prefactor, "pixel_size_nm": args.pixel_size,
+               "frame_interval_s": args.frame_interval}
+    flags = {}
     if args.auto:
-        overrides["auto"] = True
+        flags.update(auto=True, line=None)
     if args.line:
-        overrides["auto"] = False
+        flags["auto"] = False
     if args.no_drift:
-        overrides["drift"] = False
-    recipe = _recipe(AnalyzeRecipe, args, overrides)
+        flags["drift"] = False
+    recipe = _recipe(AnalyzeRecipe, args, options, flags)
     if recipe.line is None and not recipe.auto:
         raise ParameterError("analyze needs the wire: give --line X0,Y0,X1,Y1 (contact end first) or --auto")
     result, out = _run_pipeline(args, analyze, write_analyze_results, recipe, "analyze")
