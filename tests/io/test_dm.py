@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pickle
-import time
 
 import numpy as np
 import pytest
@@ -202,21 +201,9 @@ def test_cut_file_with_fixed_header(tmp_path):
         open_movie(p)
 
 
-def test_memmap_faster_than_dask(tmp_path):
-    """The memmap path versus rosettasciio's lazy array, frame by frame (printed, loosely checked)."""
-    from rsciio.digitalmicrograph import file_reader
-
-    frames = np.random.default_rng(0).integers(0, 999, (200, 256, 256)).astype(np.uint16)
-    p = write_dm4(tmp_path / "speed.dm4", frames)
-    m = open_movie(p)
-    t0 = time.perf_counter()
-    for i in range(m.n_frames):
-        m.read(i, i + 1)
-    fps_memmap = m.n_frames / (time.perf_counter() - t0)
-    lazy = file_reader(str(p), lazy=True)[0]["data"]
-    t0 = time.perf_counter()
-    for i in range(50):
-        np.asarray(lazy[i].compute(), np.float32)
-    fps_dask = 50 / (time.perf_counter() - t0)
-    print(f"DM4 256x256 uint16 per-frame read: memmap {fps_memmap:.0f} fps, rsciio dask {fps_dask:.0f} fps")
-    assert fps_memmap > fps_dask
+def test_stack_is_memory_mapped_not_dask(tmp_path):
+    """Frames come from a read-only memmap at the data offset (speed is measured in benchmarks/)."""
+    frames = np.random.default_rng(0).integers(0, 999, (20, 64, 64)).astype(np.uint16)
+    m = open_movie(write_dm4(tmp_path / "speed.dm4", frames))
+    assert isinstance(m.frames, np.memmap) and m.frames.mode == "r"
+    np.testing.assert_array_equal(m.read(5, 9), frames[5:9])
