@@ -36,7 +36,7 @@ def nanowire():
 
 def saed():
     from temtrack.synthetic.saed import make_saed_movie
-    frames, truth = make_saed_movie(n_frames=40, shape=(256, 256), seed=3)
+    frames, truth = make_saed_movie(n_frames=40, shape=(256, 256), dose=60, seed=3)
     _save("saed_sn_sodiation.tif", np.clip(frames, 0, 255), truth, pixel_size=truth["pixel_size_inv_nm"],
           pixel_unit="1/nm", frame_interval_s=truth["frame_interval_s"])
 

@@ -104,6 +104,8 @@ def _run_args(p):
     p.add_argument("--dask", action="store_true", help="run on a dask.distributed LocalCluster (see --workers)")
     p.add_argument("--memory-budget-mb", type=_positive, metavar="MB",
                    help="memory for frames in flight (default 1024)")
+    p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                   help="no progress bar (for batches)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,7 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--line", type=_line, metavar="X0,Y0,X1,Y1", help="wire axis in px, contact end first")
     g.add_argument("--auto", action="store_true", help="find the wire axis and contact end automatically")
-    p.add_argument("--width", type=_positive, metavar="PX", help="width of the strip along the wire, px")
+    p.add_argument("--width", type=_positive, metavar="PX",
+                   help="approximate wire width (pristine diameter) in px; measured from the first frames when omitted")
+    p.add_argument("--frames", metavar="A:B", help="frame range to analyse (stop exclusive)")
+    p.add_argument("--drift-roi", type=_roi, metavar="X,Y,W,H", help="register drift on this region only (frame 0 px)")
     p.add_argument("--probe-nm", type=_probes, metavar="S1,S2", help="positions along the wire (nm from the contact) "
                                                                      "where diameter vs time is reported")
     p.add_argument("--prefactor", type=_positive, help="P in x^2 = P D (t - t0) (default 2)")
@@ -323,7 +328,9 @@ def cmd_analyze(args) -> int:
     from temtrack.pipeline.analyze import AnalyzeRecipe, analyze, write_analyze_results
     options = {"line": args.line, "width_px": args.width, "probes_nm": args.probe_nm,
                "prefactor": args.prefactor, "pixel_size_nm": args.pixel_size,
-               "frame_interval_s": args.frame_interval}
+               "frame_interval_s": args.frame_interval, "drift_roi": args.drift_roi}
+    if args.frames:
+        options["frames"] = _frames_option(args.frames)
     flags = {}
     if args.auto:
         flags.update(auto=True, line=None)
@@ -410,6 +417,15 @@ def _frame_range(text: str | None, n: int) -> range | None:
     if not sep or not (0 <= start < stop <= n):
         raise ParameterError(f"--frames {text!r} is not a range inside 0:{n}")
     return range(start, stop)
+
+
+def _frames_option(text: str) -> list[int]:
+    """``A:B`` -> [A, B] for a recipe's ``frames`` (both ends required: the movie is not open yet)."""
+    a, sep, b = text.partition(":")
+    try:
+        return [int(a), int(b)]
+    except ValueError:
+        raise ParameterError(f"--frames expects A:B with whole numbers, got {text!r}") from None
 
 
 def cmd_export_video(args) -> int:
