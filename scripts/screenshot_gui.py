@@ -1,0 +1,119 @@
+"""Regenerate ``docs/gui_screenshot.png``: the desktop application with a sample movie analysed.
+
+    xvfb-run -a -s "-screen 0 1920x1200x24" python scripts/screenshot_gui.py
+
+Without a display the script re-runs itself under ``xvfb-run`` when that is installed (else it
+falls back to Qt's offscreen platform, which renders the same widgets without a window manager).
+It opens ``sample_movies/nanowire_sodiation.tif`` (or renders the same synthetic movie into a
+temporary folder when the sample is absent), draws the wire line from the movie's ground truth,
+runs the analysis in the window's worker thread, switches to the drift-corrected view, moves to a
+frame 70% through the movie and grabs the window.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE = REPO / "sample_movies" / "nanowire_sodiation.tif"
+
+
+def _ensure_temtrack_gui() -> None:
+    if importlib.util.find_spec("temtrack_gui") is not None:
+        return
+    spec = importlib.util.spec_from_file_location("temtrack_gui", REPO / "gui" / "__init__.py",
+                                                  submodule_search_locations=[str(REPO / "gui")])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["temtrack_gui"] = module
+    spec.loader.exec_module(module)
+
+
+def sample_movie(folder: Path) -> tuple[Path, dict]:
+    """The bundled nanowire sample and its truth, or the same movie rendered into ``folder``."""
+    from temtrack.synthetic import save_movie_tiff, save_truth, truth_path_for
+
+    if SAMPLE.is_file() and truth_path_for(SAMPLE).is_file():
+        return SAMPLE, json.loads(truth_path_for(SAMPLE).read_text())
+    from temtrack.synthetic.nanowire import make_nanowire_movie
+
+    frames, truth = make_nanowire_movie(n_frames=120, shape=(256, 256), pixel_size_nm=0.8, frame_interval_s=0.5,
+                                        angle_deg=35.0, dose=30.0, drift_px=12.0, n_jumps=1, seed=7,
+                                        probes_nm=(40.0, 80.0))
+    path = save_movie_tiff(folder / "nanowire_sodiation.tif", frames, pixel_size=truth["pixel_size_nm"],
+                           pixel_unit="nm", frame_interval_s=truth["frame_interval_s"])
+    save_truth(path, truth)
+    return path, json.loads(json.dumps(truth, default=float))
+
+
+def take_screenshot(out: Path, *, size=(1600, 1000)) -> Path:
+    _ensure_temtrack_gui()
+    from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QSettings
+    from temtrack_gui.app import make_app
+    from temtrack_gui.main_window import MainWindow
+
+    from temtrack.io.results import write_bytes_atomic
+
+    app = make_app()
+    with tempfile.TemporaryDirectory() as tmp:
+        movie, truth = sample_movie(Path(tmp))
+        window = MainWindow(settings=QSettings(str(Path(tmp) / "settings.ini"), QSettings.Format.IniFormat))
+        window.resize(*size)
+        window.show()
+        app.processEvents()
+        if not window.open_movie(movie):
+            raise SystemExit(f"cannot open {movie}")
+        window.set_line(*truth["line_px"], truth["d0_nm"] / truth["pixel_size_nm"])
+        window.set_probes([40.0, 80.0])
+        window.controls.drift_box.setChecked(importlib.util.find_spec("temtrack.series.drift") is not None)
+        result = window.run_analysis(wait=True, timeout_s=600)
+        if result is None:
+            raise SystemExit(f"analysis failed: {window.task.error if window.task else 'not started'}")
+        if window.drift is not None:
+            window.set_aligned(True)  # the drawn line and the overlays share frame-0 coordinates
+        window.set_frame(int(0.7 * window.raw_movie.n_frames))
+        for _ in range(5):
+            app.processEvents()
+        image = window.grab().toImage()
+        data = QByteArray()
+        buf = QBuffer(data)
+        buf.open(QIODevice.OpenModeFlag.WriteOnly)
+        image.save(buf, "PNG")
+        buf.close()
+        path = write_bytes_atomic(out, bytes(data.data()))
+        kin = window.result_json.get("kinetics") or {}
+        print(f"{path}: {image.width()}x{image.height()} px on '{app.platformName()}'; "
+              f"D = {kin.get('D_nm2_per_s')} nm^2/s ({kin.get('model')})")
+        window.close()
+        window.deleteLater()
+        app.processEvents()
+    return path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=REPO / "docs" / "gui_screenshot.png")
+    p.add_argument("--offscreen", action="store_true", help="use Qt's offscreen platform, not X11")
+    args = p.parse_args(argv)
+    if args.offscreen:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    elif not os.environ.get("DISPLAY") and not os.environ.get("QT_QPA_PLATFORM"):
+        xvfb = shutil.which("xvfb-run")
+        if xvfb and not os.environ.get("TEMTRACK_SCREENSHOT_CHILD"):
+            env = dict(os.environ, TEMTRACK_SCREENSHOT_CHILD="1")
+            cmd = [xvfb, "-a", "-s", "-screen 0 1920x1200x24", sys.executable, str(Path(__file__).resolve()),
+                   "--out", str(args.out)]
+            return subprocess.run(cmd, env=env, check=False).returncode
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    take_screenshot(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

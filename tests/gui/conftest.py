@@ -1,0 +1,88 @@
+"""GUI tests run offscreen; they skip cleanly without PySide6/pyqtgraph/pytest-qt."""
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+# Must be set before anything imports Qt.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+if importlib.util.find_spec("PySide6") is None or importlib.util.find_spec("pyqtgraph") is None:
+    pytest.skip("PySide6 and pyqtgraph are needed for the GUI tests", allow_module_level=True)
+if importlib.util.find_spec("pytestqt") is None:
+    pytest.skip("pytest-qt is needed for the GUI tests", allow_module_level=True)
+
+
+def _ensure_temtrack_gui() -> None:
+    """Import ``gui/`` as ``temtrack_gui`` when the installed package does not map it (an editable
+    install made before ``gui/`` existed)."""
+    if importlib.util.find_spec("temtrack_gui") is not None:
+        return
+    spec = importlib.util.spec_from_file_location("temtrack_gui", REPO / "gui" / "__init__.py",
+                                                  submodule_search_locations=[str(REPO / "gui")])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["temtrack_gui"] = module
+    spec.loader.exec_module(module)
+
+
+_ensure_temtrack_gui()
+
+from temtrack_gui.app import qt_version_problem
+
+if qt_version_problem():
+    pytest.skip(qt_version_problem(), allow_module_level=True)
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/gui" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.gui)
+
+
+@pytest.fixture(scope="session")
+def qapp_args():
+    return ["temtrack-gui-tests"]
+
+
+@pytest.fixture
+def settings(tmp_path):
+    """A throw-away QSettings file, so tests never touch the user's recent files."""
+    from PySide6.QtCore import QSettings
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+
+
+@pytest.fixture
+def window(qtbot, settings):
+    from temtrack_gui.app import make_app
+    from temtrack_gui.main_window import MainWindow
+
+    make_app()
+    w = MainWindow(settings=settings)
+    qtbot.addWidget(w)
+    w.show()
+    yield w
+    w.cancel()
+    w.wait_for_task(10)
+    w.viewer.close_movie()
+
+
+@pytest.fixture(scope="session")
+def nanowire_movie(tmp_path_factory):
+    """(path, truth) of a small synthetic sodiation movie written as a calibrated ImageJ TIFF."""
+    from temtrack.synthetic import save_movie_tiff, save_truth
+    from temtrack.synthetic.nanowire import make_nanowire_movie
+
+    frames, truth = make_nanowire_movie(n_frames=60, shape=(256, 256), pixel_size_nm=0.8,
+                                        frame_interval_s=0.5, angle_deg=20.0, drift_px=6.0,
+                                        n_jumps=1, jump_px=(3.0, 5.0), dose=40.0, t0_s=2.0,
+                                        seed=3)
+    path = tmp_path_factory.mktemp("movie") / "wire.tif"
+    save_movie_tiff(path, frames, pixel_size=0.8, pixel_unit="nm", frame_interval_s=0.5)
+    save_truth(path, truth)
+    return path, truth
