@@ -239,6 +239,8 @@ def export_video(movie: Movie, out_path: str | os.PathLike, *, fps: float | None
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out_path.stem}.", suffix=suffix, dir=out_path.parent)
     os.close(fd)
+    from temtrack.io.results import publish_mode
+    publish_mode(tmp)
     try:
         first = next(gen)
         h, w = first.shape[:2]

@@ -57,11 +57,23 @@ def to_jsonable(obj):
     return obj
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: str | os.PathLike, *, folder: bool = False) -> None:
+    """Give a file made by ``mkstemp``/``mkdtemp`` (0600/0700) the permissions of an ordinary one."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    publish_mode(tmp)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -155,6 +167,7 @@ class OutputFolder:
     def __enter__(self) -> Path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=self.path.parent))
+        publish_mode(self.staging, folder=True)
         return self.staging
 
     def __exit__(self, exc_type, exc, tb):
