@@ -109,7 +109,7 @@ def _fourier_shift(field_fft: np.ndarray, shape, dy: float, dx: float) -> np.nda
     from scipy import fft as sfft
     fy = np.fft.fftfreq(shape[0])[:, None]
     fx = np.fft.fftfreq(shape[1])[None, :]
-    phase = np.exp(-2j * np.pi * fy * dy) * np.exp(-2j * np.pi * fx * dx)
+    phase = (np.exp(-2j * np.pi * fy * dy) * np.exp(-2j * np.pi * fx * dx)).astype(field_fft.dtype)
     return sfft.ifft2(field_fft * phase, workers=-1)
 
 
@@ -224,14 +224,15 @@ def make_nanowire_movie(*, n_frames: int = 300, shape: tuple[int, int] = (384, 3
     film += 0.02 * _band_limited_noise(big, rng, corr_px=6.0 / pixel_size_nm)
     speckle_big = _band_limited_noise(big, rng, corr_px=1.2 / pixel_size_nm + 0.5)
     # Film (real part) and speckle (imaginary part) move together: one complex FFT shifts both.
-    textures_fft = np.fft.fft2(film + 1j * speckle_big)
+    textures_fft = np.fft.fft2(film + 1j * speckle_big).astype(np.complex64)
     # Bend contours along the pristine wire: a 1D random profile along s, static in the specimen.
     s_grid = np.arange(-64, int(wire_len_nm) + 64, 1.0)
     bend = _band_limited_noise((1, s_grid.size), rng, corr_px=25.0)[0]
     bend = 0.35 * np.clip(bend, 0, None)  # extra attenuation where the lattice is in Bragg condition
     na_source_r_nm = 1.0 * d1_nm
 
-    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float64)
+    # float32 rendering: twice as fast, and 1e-7 relative error is far below any dose's shot noise.
+    yy, xx = np.mgrid[0:rows, 0:cols].astype(np.float32)
     frames = np.empty((n_frames, rows, cols), dtype=np.uint16 if noise else np.float32)
     probe_diam = {float(p): [] for p in probes_nm}
     for i in range(n_frames):
