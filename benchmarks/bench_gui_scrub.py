@@ -14,10 +14,8 @@ the disk.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,14 +25,6 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _ensure_temtrack_gui() -> None:
-    if importlib.util.find_spec("temtrack_gui") is not None:
-        return
-    spec = importlib.util.spec_from_file_location("temtrack_gui", REPO / "gui" / "__init__.py",
-                                                  submodule_search_locations=[str(REPO / "gui")])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["temtrack_gui"] = module
-    spec.loader.exec_module(module)
 
 
 def write_movie(path: Path, n_frames: int, shape: tuple[int, int], seed: int = 0) -> Path:
@@ -86,7 +76,6 @@ def run(n_frames: int = 1000, shape: tuple[int, int] = (1024, 1024), workdir: st
     """Measure scrubbing frames/s; returns a dict of the numbers and the conditions."""
     if not os.environ.get("DISPLAY"):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
-    _ensure_temtrack_gui()
     import pyqtgraph as pg
     import PySide6
     from PySide6.QtCore import QSettings

@@ -25,14 +25,6 @@ REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "sample_movies" / "nanowire_sodiation.tif"
 
 
-def _ensure_temtrack_gui() -> None:
-    if importlib.util.find_spec("temtrack_gui") is not None:
-        return
-    spec = importlib.util.spec_from_file_location("temtrack_gui", REPO / "gui" / "__init__.py",
-                                                  submodule_search_locations=[str(REPO / "gui")])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["temtrack_gui"] = module
-    spec.loader.exec_module(module)
 
 
 def sample_movie(folder: Path) -> tuple[Path, dict]:
@@ -53,7 +45,6 @@ def sample_movie(folder: Path) -> tuple[Path, dict]:
 
 
 def take_screenshot(out: Path, *, size=(1600, 1000)) -> Path:
-    _ensure_temtrack_gui()
     from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QSettings
     from temtrack_gui.app import make_app
     from temtrack_gui.main_window import MainWindow

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from pathlib import Path
 
 # Must be set before anything imports Qt.
@@ -19,19 +18,8 @@ if importlib.util.find_spec("pytestqt") is None:
     pytest.skip("pytest-qt is needed for the GUI tests", allow_module_level=True)
 
 
-def _ensure_temtrack_gui() -> None:
-    """Import ``gui/`` as ``temtrack_gui`` when the installed package does not map it (an editable
-    install made before ``gui/`` existed)."""
-    if importlib.util.find_spec("temtrack_gui") is not None:
-        return
-    spec = importlib.util.spec_from_file_location("temtrack_gui", REPO / "gui" / "__init__.py",
-                                                  submodule_search_locations=[str(REPO / "gui")])
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["temtrack_gui"] = module
-    spec.loader.exec_module(module)
 
 
-_ensure_temtrack_gui()
 
 from temtrack_gui.app import qt_version_problem
 
