@@ -135,3 +135,4 @@ def open_movie(path: str | os.PathLike, *, pixel_size: float | None = None,
         movie = movie.with_calibration(pixel_size=pixel_size, pixel_unit=pixel_unit,
                                        frame_interval_s=frame_interval_s)
     return movie
+from temtrack.hyperspy.convert import movie_to_signal, signal_to_movie  # noqa: E402,F401  (HyperSpy imported on use)

@@ -278,7 +278,9 @@ def _call(fn):
 
 
 def _rebuild(frames, times_s, pixel_size, pixel_unit, path, fmt, meta, problems, time_source):
-    return Movie(np.asarray(frames), times_s, pixel_size, pixel_unit, Path(path), fmt, meta,
+    # dask-backed frames (e.g. a lazy HyperSpy signal) travel as their graph, not computed.
+    frames = frames if hasattr(frames, "compute") else np.asarray(frames)
+    return Movie(frames, times_s, pixel_size, pixel_unit, Path(path), fmt, meta,
                  problems, time_source)
 
 
