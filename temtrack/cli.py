@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a JSON object")
 
     p = sub.add_parser("synth", help="write a synthetic movie with its ground truth")
-    p.add_argument("kind", choices=["nanowire", "saed", "hrtem"])
+    p.add_argument("kind", choices=["nanowire", "saed", "hrtem", "particles"])
     p.add_argument("out", type=Path, help="output .tif (the truth goes to <name>.truth.json beside it)")
     p.add_argument("--frames", type=_positive_int, help="number of frames")
     p.add_argument("--seed", type=int, default=0)
@@ -158,6 +158,16 @@ def build_parser() -> argparse.ArgumentParser:
     _common_movie_args(p)
     _run_args(p)
     p.add_argument("--roi", type=_roi, metavar="X,Y,W,H", help="region in px (default: a central square)")
+
+    p = sub.add_parser("particles", help="segment and track every particle: area, expansion, onset, cracking, core")
+    _common_movie_args(p)
+    _run_args(p)
+    p.add_argument("--polarity", choices=["dark", "bright"], help="particles darker (bright field) or brighter")
+
+    p = sub.add_parser("stats", help="pool results of many objects and movies: D, k, n, expansion statistics")
+    p.add_argument("results", nargs="+", type=Path, metavar="RESULTS", help="results folders or results.json files")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR")
+    p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("export-video", help="annotated MP4/GIF: scale bar, time stamp, drift-corrected, overlays")
     _common_movie_args(p)
@@ -312,6 +322,8 @@ def cmd_synth(args) -> int:
     kw["seed"] = args.seed
     if args.kind == "nanowire":
         from temtrack.synthetic.nanowire import write_nanowire_movie as write
+    elif args.kind == "particles":
+        from temtrack.synthetic.particles import write_particles_movie as write
     elif args.kind == "saed":
         from temtrack.synthetic.saed import write_saed_movie as write
     else:
@@ -485,6 +497,31 @@ def cmd_batch(args) -> int:
     return 1 if summary.n_failed else 0
 
 
+def cmd_particles(args) -> int:
+    from temtrack.pipeline.particles import ParticlesRecipe, run_particles, write_particles_results
+    recipe = _recipe(ParticlesRecipe, args, {"polarity": args.polarity, "pixel_size_nm": args.pixel_size,
+                                             "frame_interval_s": args.frame_interval})
+    result, out = _run_pipeline(args, run_particles, write_particles_results, recipe, "particles")
+    _print_problems(result)
+    print(f"{result.n_particles} particles, {int(result.cracked.sum())} cracked; results written to {out}")
+    return 0
+
+
+def cmd_stats(args) -> int:
+    from temtrack.stats import run_stats
+    table = run_stats(args.results, args.out, overwrite=args.overwrite)
+    for group, quantities in table.summary().items():
+        if not isinstance(quantities, dict):
+            continue
+        for name, st in quantities.items():
+            if isinstance(st, dict) and st.get("count"):
+                std = "–" if st.get("std") is None else f"{st['std']:.3g}"
+                print(f"{group:<9} {name:<18} n={st['count']:<4} median={st['median']:.4g} "
+                      f"mean={st['mean']:.4g} std={std}")
+    print(f"statistics written to {args.out}")
+    return 0
+
+
 def cmd_gui(args) -> int:
     try:
         from temtrack_gui.app import main as gui_main
@@ -494,7 +531,8 @@ def cmd_gui(args) -> int:
 
 
 VERBS = {"info": cmd_info, "synth": cmd_synth, "analyze": cmd_analyze, "rings": cmd_rings, "fft": cmd_fft,
-         "batch": cmd_batch, "export-video": cmd_export_video, "report": cmd_report, "gui": cmd_gui}
+         "batch": cmd_batch, "export-video": cmd_export_video, "report": cmd_report,
+         "particles": cmd_particles, "stats": cmd_stats, "gui": cmd_gui}
 
 
 def main(argv: list[str] | None = None) -> int:
