@@ -29,6 +29,8 @@ PIPELINES: dict[str, PipelineSpec] = {
     "analyze": PipelineSpec("temtrack.pipeline.analyze", "AnalyzeRecipe", "analyze", "write_analyze_results"),
     "rings": PipelineSpec("temtrack.pipeline.rings", "RingsRecipe", "run_rings", "write_rings_results"),
     "fft": PipelineSpec("temtrack.pipeline.fft", "FFTRecipe", "run_fft", "write_fft_results"),
+    "particles": PipelineSpec("temtrack.pipeline.particles", "ParticlesRecipe", "run_particles",
+                              "write_particles_results"),
 }
 
 

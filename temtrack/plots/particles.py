@@ -1,0 +1,74 @@
+"""Figures of the ``particles`` pipeline (matplotlib object API only: no pyplot, no display needed)."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def _figure(size=(6.4, 4.0)):
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=size, layout="constrained")
+    return fig, fig.add_subplot()
+
+
+def area_vs_time_figure(result):
+    """Projected area of every particle against time; onsets as dots, cracks as crosses."""
+    fig, ax = _figure((6.8, 4.4))
+    t = np.asarray(result.time_s)
+    for k in range(result.n_particles):
+        line, = ax.plot(t, result.area_nm2[:, k], "-", lw=1, label=f"{int(result.ids[k])}")
+        on = result.onset_s[k]
+        if np.isfinite(on):
+            a0 = result.A0_nm2[k]
+            ax.plot([on], [a0], "o", ms=4, color=line.get_color())
+        if result.cracked[k] and np.isfinite(result.crack_time_s[k]):
+            i = int(np.searchsorted(t, result.crack_time_s[k]))
+            i = min(i, t.size - 1)
+            ax.plot([t[i]], [result.area_nm2[i, k]], "x", ms=8, mew=2, color=line.get_color())
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("projected area (nm$^2$)")
+    ax.set_title("particle areas (o onset, x cracked)", fontsize="medium")
+    if result.n_particles <= 20:
+        ax.legend(fontsize="x-small", ncol=2, title="id", title_fontsize="x-small")
+    return fig
+
+
+def expansion_vs_size_figure(result):
+    """Final volume expansion (A/A0)^1.5 - 1 against the initial equivalent diameter; cracked marked."""
+    fig, ax = _figure()
+    d0 = 2 * np.sqrt(np.asarray(result.A0_nm2, float) / np.pi)
+    ve = result.final_volume_expansion()
+    cr = np.asarray(result.cracked, bool)
+    ax.plot(d0[~cr], 100 * ve[~cr], "o", label="intact")
+    if cr.any():
+        ax.plot(d0[cr], 100 * ve[cr], "x", ms=9, mew=2, color="C3", label="cracked / fragmented")
+    for k in range(result.n_particles):
+        if np.isfinite(d0[k]) and np.isfinite(ve[k]):
+            ax.annotate(str(int(result.ids[k])), (d0[k], 100 * ve[k]), fontsize="x-small",
+                        xytext=(3, 3), textcoords="offset points")
+    ax.set_xlabel("initial equivalent diameter (nm)")
+    ax.set_ylabel("volume expansion (%)  [(A/A0)$^{1.5}$ - 1]")
+    ax.legend(fontsize="small")
+    return fig
+
+
+def core_radius_figure(result):
+    """Unreacted core radius against time per particle (where a core is seen), with the best
+    shrinking-core fit."""
+    from temtrack.series.shrinking_core import core_radius_model
+
+    fig, ax = _figure()
+    t = np.asarray(result.time_s)
+    for k in range(result.n_particles):
+        c = result.core_radius_nm[:, k]
+        if not np.isfinite(c).any():
+            continue
+        line, = ax.plot(t, c, ".", ms=4)
+        sc = result.shrinking_core[k]
+        if sc is not None:
+            p = sc["best"]["params"]
+            ax.plot(t, core_radius_model(t, model=sc["best_model"], r0_nm=p["r0_nm"], t0_s=p["t0_s"],
+                                         tau_s=p["tau_s"]), "-", lw=1, color=line.get_color())
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("core radius (nm)")
+    ax.set_title("unreacted core (points) and best shrinking-core fit (lines)", fontsize="medium")
+    return fig
