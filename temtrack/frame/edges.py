@@ -132,7 +132,14 @@ def profile_attenuation(intensity: np.ndarray, *, floor: float = 1e-3) -> np.nda
     offset term absorbs.
     """
     intensity = np.asarray(intensity, dtype=np.float64)
-    ref = np.nanmedian(intensity, axis=-1, keepdims=True)
+    # Profiles entirely off the frame (all NaN) stay NaN without nanmedian's RuntimeWarning.
+    anyfin = np.isfinite(intensity).any(axis=-1, keepdims=True)
+    ref = np.full(intensity.shape[:-1] + (1,), np.nan)
+    if anyfin.all():
+        ref = np.nanmedian(intensity, axis=-1, keepdims=True)
+    elif anyfin.any():
+        rows = anyfin[..., 0]
+        ref[rows] = np.nanmedian(intensity[rows], axis=-1, keepdims=True)
     ref = np.where(ref > 0, ref, 1.0)
     return -np.log(np.clip(intensity / ref, floor, None))
 

@@ -119,11 +119,11 @@ class AnalyzeRecipe(Recipe):
             if math.hypot(vals[2] - vals[0], vals[3] - vals[1]) < 16:
                 raise ParameterError(f"recipe: line {vals} is shorter than 16 px; draw it along the wire")
             self.line = vals
-        if self.width_px is not None:
-            if isinstance(self.width_px, bool) or not isinstance(self.width_px, (int, float)) \
-                    or not math.isfinite(self.width_px) or self.width_px <= 0:
-                raise ParameterError(f"recipe: width_px must be a positive number of pixels (about the wire "
-                                     f"diameter), got {self.width_px!r}")
+        if self.width_px is not None and (isinstance(self.width_px, bool)
+                                          or not isinstance(self.width_px, (int, float))
+                                          or not math.isfinite(self.width_px) or self.width_px <= 0):
+            raise ParameterError(f"recipe: width_px must be a positive number of pixels (about the wire "
+                                 f"diameter), got {self.width_px!r}")
         for name in ("pixel_size_nm", "frame_interval_s", "prefactor", "memory_budget_mb", "min_significance"):
             positive(name, getattr(self, name))
         if isinstance(self.probes_nm, (int, float)):
@@ -271,17 +271,33 @@ def _null_kinetics(prefactor: float, reason: str) -> dict:
 
 
 class _Progress:
-    """Maps the progress of each pass onto one (done, total) over the whole run."""
+    """Maps the progress of each pass onto one (done, total) over the whole run.
+
+    A pass may count in its own units (the drift estimate reports two passes over the movie,
+    ``total = 2 n``); each pass's ``done / total`` is scaled onto the frames allotted to it, so
+    one pass never spills into the next one's share. :meth:`start` reports ``(0, total)`` before
+    any work: a progress bar created at the first report of a finished chunk measured its rate
+    from microseconds (millions of frames per second).
+    """
 
     def __init__(self, callback, total):
         self.callback, self.total, self.offset = callback, int(total), 0
 
+    def start(self):
+        if self.callback is not None:
+            self.callback(0, self.total)
+
     def stage(self, n_frames):
-        offset = self.offset
-        self.offset += int(n_frames)
+        offset, share = self.offset, int(n_frames)
+        self.offset += share
         if self.callback is None:
             return None
-        return lambda done, _total: self.callback(min(self.total, offset + int(done)), self.total)
+
+        def report(done, stage_total):
+            frac = min(max(float(done) / stage_total, 0.0), 1.0) if stage_total and stage_total > 0 else 1.0
+            self.callback(min(self.total, offset + round(frac * share)), self.total)
+
+        return report
 
 
 def analyze(movie: Movie, recipe: AnalyzeRecipe, *, executor=None, progress=None, cancel=None,
@@ -352,6 +368,7 @@ def analyze(movie: Movie, recipe: AnalyzeRecipe, *, executor=None, progress=None
         validate_width(recipe.width_px, shape)
 
     prog = _Progress(progress, (movie.n_frames if (recipe.drift and shifts_px is None) else 0) + n)
+    prog.start()
 
     # Drift.
     if shifts_px is not None:

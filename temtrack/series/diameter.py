@@ -11,12 +11,12 @@ scatter), and the spread along the wire is reported separately.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from temtrack.errors import ParameterError
+from temtrack.series.front import _nanmean_quiet, _nanmedian_quiet
 
 __all__ = ["DiameterResult", "summarize_diameters"]
 
@@ -71,10 +71,11 @@ def _frame_medians(d: np.ndarray, mask: np.ndarray, min_bins: int = 3) -> tuple[
     """Per-frame median and std over the masked positions (NaN where too few)."""
     vals = np.where(mask, d, np.nan)
     cnt = np.isfinite(vals).sum(axis=1)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        med = np.nanmedian(vals, axis=1)
-        sd = np.nanstd(vals, axis=1)
+    # Explicit NaN-aware reductions: silencing nanmedian's all-NaN warning with
+    # warnings.catch_warnings is not thread-safe (GUI worker threads).
+    med = _nanmedian_quiet(vals, axis=1)
+    mean = _nanmean_quiet(vals, axis=1)
+    sd = np.sqrt(_nanmean_quiet((vals - mean[:, None]) ** 2, axis=1))
     med[cnt < min_bins] = np.nan
     sd[cnt < min_bins] = np.nan
     return med, sd

@@ -40,7 +40,6 @@ on a grid, isotonic regression by pool-adjacent-violators) are a few lines of nu
 from __future__ import annotations
 
 import math
-import warnings as warnings_mod
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -169,6 +168,61 @@ def _longest_run(mask: np.ndarray) -> tuple[int, int]:
     return best_rng
 
 
+def _nanmean_quiet(a: np.ndarray, axis: int) -> np.ndarray:
+    """``np.nanmean`` that gives NaN for all-NaN slices without a RuntimeWarning.
+
+    Silencing the warning with ``warnings.catch_warnings`` is not thread-safe (it swaps a
+    process-wide filter list), so the analysis run from a GUI worker thread leaked "Mean of empty
+    slice"; counting explicitly needs no filter.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    fin = np.isfinite(a)
+    cnt = fin.sum(axis=axis)
+    tot = np.where(fin, a, 0.0).sum(axis=axis)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
+
+
+def _nanmedian_quiet(a: np.ndarray, axis: int) -> np.ndarray:
+    """``np.nanmedian`` that gives NaN for all-NaN slices without a RuntimeWarning."""
+    a = np.asarray(a, dtype=np.float64)
+    fin = np.isfinite(a)
+    # NaN sorts last: the median of the finite values of each slice by index arithmetic.
+    srt = np.sort(np.where(fin, a, np.nan), axis=axis)
+    cnt = fin.sum(axis=axis, keepdims=True)
+    lo = np.clip((cnt - 1) // 2, 0, None)
+    hi = np.clip(cnt // 2, 0, None)
+    m = 0.5 * (np.take_along_axis(srt, lo, axis=axis) + np.take_along_axis(srt, hi, axis=axis))
+    return np.where(cnt > 0, m, np.nan).squeeze(axis=axis)
+
+
+def _late_signature(z_late: np.ndarray, chans_late: np.ndarray) -> np.ndarray:
+    """Mean change of each channel over the last frames, per position, shape (K, n_positions).
+
+    A position the last frames could not measure (the drift carried its profile off the frame,
+    typically next to a Na source at the frame's edge) says nothing about how that stretch
+    reacted. Reading it as "no change" made the normalisation divide its real change by a floor
+    and turned it into a spurious step of 3x full reaction that pinned the front near the
+    contact for a sixth of the movie. Such positions take the signature of the nearest position
+    measured in enough late frames: contrast varies slowly along a wire.
+    """
+    measured = np.isfinite(chans_late).all(axis=0)                  # (n_late, n_v)
+    count = measured.sum(axis=0)
+    zl = np.where(measured[None], z_late, 0.0)
+    late = zl.sum(axis=1) / np.maximum(count, 1)[None, :]
+    enough = count >= max(2, (z_late.shape[1] + 2) // 3)
+    if not enough.any():
+        return np.zeros_like(late)
+    if not enough.all():
+        idx = np.arange(late.shape[1])
+        src = np.flatnonzero(enough)
+        nearest = src[np.clip(np.searchsorted(src, idx), 0, src.size - 1)]
+        left = src[np.clip(np.searchsorted(src, idx) - 1, 0, src.size - 1)]
+        nearest = np.where(np.abs(left - idx) <= np.abs(nearest - idx), left, nearest)
+        late[:, ~enough] = late[:, nearest[~enough]]
+    return np.where(np.isfinite(late), late, 0.0)
+
+
 def _step_fit(z: np.ndarray, s: np.ndarray, x_grid: np.ndarray, w: float):
     """Closed-form fit of ``b + a Phi((x - s)/w)`` for every x of the grid, for each row of z.
 
@@ -255,9 +309,7 @@ def track_front(series, time_s, *, pixel_size_nm: float, n_reference: int | None
         chans = np.stack([d, series.amplitude, series.core_attenuation,
                           np.log(np.clip(series.texture, 1e-12, None))])
     chans[~np.isfinite(chans)] = np.nan
-    with warnings_mod.catch_warnings():
-        warnings_mod.simplefilter("ignore", RuntimeWarning)   # all-NaN positions (off the frame)
-        ref = np.nanmedian(chans[:, :n_reference], axis=1)                  # (K, n_b)
+    ref = _nanmedian_quiet(chans[:, :n_reference], axis=1)                  # (K, n_b)
     d_ref = ref[0]
     med_d = np.nanmedian(d_ref) if np.isfinite(d_ref).any() else np.nan
     good_ref = np.isfinite(ref).all(axis=0) & (np.abs(d_ref - med_d) < 0.25 * med_d)
@@ -287,10 +339,7 @@ def track_front(series, time_s, *, pixel_size_nm: float, n_reference: int | None
     # the combination from amplifying noise. This absorbs contrast that varies along the wire
     # (diffraction contrast that vanishes is not uniform) and any sign of any channel.
     n_late = max(3, n_t // 15)
-    with warnings_mod.catch_warnings():
-        warnings_mod.simplefilter("ignore", RuntimeWarning)   # positions off the frame at the end
-        late = np.nanmean(z[:, -n_late:], axis=1)                            # (K, n_v)
-    late = np.where(np.isfinite(late), late, 0.0) * keep[:, None]
+    late = _late_signature(z[:, -n_late:], chans[:, -n_late:, sl]) * keep[:, None]
     snr2 = (late ** 2).sum(axis=0)
     top = snr2 >= np.quantile(snr2, 0.9)
     typical = float(np.median(snr2[snr2 > 0.25 * snr2.max()])) if snr2.max() > 0 else 0.0
@@ -328,7 +377,7 @@ def track_front(series, time_s, *, pixel_size_nm: float, n_reference: int | None
             w = float(cands[int(np.argmin(errs))])
         return x, sx, a, sa, b, signif, inside, det, w
 
-    x, sx, a, sa, b, signif, inside, det, w = fit_all(zn, w)
+    x, sx, _a, _sa, _b, signif, inside, det, w = fit_all(zn, w)
     late_start = n_t - n_late
     if det.sum() >= 5 and det[late_start:].any():
         # Second pass: one signature for the whole wire, each channel weighted by its mean change
@@ -358,7 +407,7 @@ def track_front(series, time_s, *, pixel_size_nm: float, n_reference: int | None
                     fit2 = fit_all(zn2, w)
                     if fit2[7].sum() >= 0.8 * det.sum():
                         zn = zn2
-                        x, sx, a, sa, b, signif, inside, det, w = fit2
+                        x, sx, _a, _sa, _b, signif, inside, det, w = fit2
     if det.sum() >= 5:
         # Final fit in a window around each frame's front: far from it the change level drifts
         # along the wire (contrast that varies with position) and would pull a global step.
@@ -379,7 +428,7 @@ def track_front(series, time_s, *, pixel_size_nm: float, n_reference: int | None
     flags = [FLAG_NOT_DETECTED] * n_t
     pos = np.full(n_t, np.nan)
     unc = np.full(n_t, np.nan)
-    min_frames = max(5, int(math.ceil(0.03 * n_t)))
+    min_frames = max(5, math.ceil(0.03 * n_t))
     result = FrontResult(time_s=time_s, position_nm=pos, uncertainty_nm=unc, monotonic_nm=np.full(n_t, np.nan),
                          flags=flags, used_for_fit=np.zeros(n_t, bool), detected=False, message="",
                          evidence=evidence, signature=signature, transition_width_nm=w * pixel_size_nm,
@@ -395,9 +444,7 @@ def track_front(series, time_s, *, pixel_size_nm: float, n_reference: int | None
 
     # Frames whose wire is all changed (front past the far end), or whose front sits at the end.
     last_valid = np.array([s_v[np.flatnonzero(np.isfinite(r))[-1]] if np.isfinite(r).any() else np.nan for r in zn])
-    with np.errstate(invalid="ignore"), warnings_mod.catch_warnings():
-        warnings_mod.simplefilter("ignore", RuntimeWarning)
-        whole = np.nanmean(np.where(np.abs(s_v[None, :] - s_v[-1]) < 6 * stride, zn, np.nan), axis=1)
+    whole = _nanmean_quiet(np.where(np.abs(s_v[None, :] - s_v[-1]) < 6 * stride, zn, np.nan), axis=1)
     beyond = ~det & (whole > 0.5)
     at_end = det & (x > last_valid - 2 * w)
     # First persistent detection: 3 of the next 5 frames detected.

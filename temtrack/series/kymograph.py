@@ -241,7 +241,13 @@ def measure_wire_series(movie, sampler: WireSampler, *, dy_px, dx_px, start: int
         raise ParameterError(f"drift must have one (dy, dx) per frame ({movie.n_frames}), got {dy.shape}, {dx.shape}")
     stop = movie.n_frames if stop is None else int(stop)
     func = functools.partial(wire_chunk, sampler=sampler, dy_px=dy, dx_px=dx)
+    # The memory budget alone gives one chunk for a short movie: one worker busy and a progress
+    # bar that jumps from 0 to done. Four chunks per worker balance the load and report steadily.
+    from temtrack.pipeline.executor import chunk_frames_for
+    workers = int(getattr(executor, "workers", 2) or 2)
+    chunk = chunk_frames_for(movie, memory_budget_bytes, in_flight=2 * workers)
+    chunk = max(1, min(chunk, max(4, math.ceil((stop - start) / (4 * workers)))))
     with single_threaded_blas():
-        res = map_frames(movie, func, executor=executor, memory_budget_bytes=memory_budget_bytes,
+        res = map_frames(movie, func, executor=executor, chunk_frames=chunk,
                          start=start, stop=stop, progress=progress, cancel=cancel)
     return WireSeries(sampler=sampler, frame_index=np.arange(start, stop), **res)

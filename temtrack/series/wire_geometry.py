@@ -5,14 +5,17 @@ Automatic detection, from the mean of the first frames (before the reaction chan
 1. *Attenuation image*: ``-ln(I / median)``, 2x binned and lightly smoothed; a white top-hat with a
    disk about a quarter of the frame keeps thin objects (the wire) and removes large ones (the
    Na source particle, thickness gradients of the film). No threshold is involved.
-2. *Axis angle*: for each angle the top-hat image is projected along that direction (a Radon
-   transform done with ``np.bincount`` over precomputed coordinates); the wire, the longest straight
-   dark feature, concentrates its projection into a narrow peak only at its own angle. The angle
-   maximising the energy of the high-passed projection is refined on a 0.1 degree grid.
+2. *Axis angle*: inside a soft-edged disc (so that the background projects alike at every angle;
+   the square frame's diagonal once won over a wire) the top-hat image minus its background level is
+   projected across each angle (a Radon transform done with ``np.bincount`` over precomputed
+   coordinates); the wire, the longest straight dark feature, concentrates its projection into a
+   narrow peak only at its own angle. The angle maximising the projection's energy is refined on
+   a 0.1 degree grid; the peak's position gives the axis offset and its width a first diameter.
 3. *Refinement*: projected-cylinder fits of perpendicular profiles along that first line
-   (:mod:`temtrack.frame.edges`) give the wire centre every few pixels; a straight-line fit of
-   centre vs distance corrects angle and offset (typically to < 0.3 degree), and the fitted
-   diameters give the width.
+   (:mod:`temtrack.frame.edges`), with profiles sized from that first diameter (a fixed sixth of
+   the frame was too narrow for a 50 px wire in a 256 px frame), give the wire centre every few
+   pixels; a straight-line fit of centre vs distance corrects angle and offset (typically to
+   < 0.3 degree), and the fitted diameters give the width.
 4. *Ends and contact*: the wire is the longest run of positions whose fitted diameter agrees with
    the median; beyond the contact end lies the large dark Na source (the attenuation there is far
    above the wire's), beyond the free end vacuum/film. The contact point is put where the wire
@@ -26,7 +29,6 @@ the source's outline as much as to the wire.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,6 +41,7 @@ from temtrack.frame.edges import (
     profile_attenuation,
 )
 from temtrack.frame.profiles import sample_strip, strip_grid
+from temtrack.series.front import _nanmean_quiet
 
 __all__ = [
     "WireLine",
@@ -128,20 +131,30 @@ class WireLine:
     reversed_line_px: tuple | None = None
 
 
-def _projection_energy(img: np.ndarray, ys: np.ndarray, xs: np.ndarray, angles_deg: np.ndarray,
-                       bin_px: float, smooth_px: float) -> np.ndarray:
-    w = img.ravel()
-    out = np.empty(angles_deg.size)
-    rmax = math.hypot(*img.shape)
+def _window_projections(img: np.ndarray, window: np.ndarray, angles_deg: np.ndarray, bin_px: float):
+    """Projections of ``img * window`` across each angle, minus the window's own projection times
+    the background level (the window's median), and the projection energies.
+
+    The circular window makes the projection of a uniform background the same at every angle (a
+    square frame's is a triangle, sharpest along the diagonals, which once won over the wire).
+    """
+    h, w = img.shape
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    ys, xs = ys.ravel(), xs.ravel()
+    level = float(np.median(img[window > 0.5]))
+    weights = (img * window).ravel()
+    wwin = window.ravel()
+    rmax = math.hypot(h, w)
     nb = int(2 * rmax / bin_px) + 3
+    energy = np.empty(angles_deg.size)
+    profiles = []
     for k, a in enumerate(np.radians(angles_deg)):
         # Distance across a line at angle a (direction (cos a, -sin a) on screen, y down).
-        r = xs * math.sin(a) + ys * math.cos(a)
-        idx = ((r + rmax) / bin_px).astype(np.int64)
-        p = np.bincount(idx, weights=w, minlength=nb)
-        hp = p - ndimage.gaussian_filter1d(p, smooth_px / bin_px)
-        out[k] = float(np.sum(hp * hp))
-    return out
+        idx = ((xs * math.sin(a) + ys * math.cos(a) + rmax) / bin_px).astype(np.int64)
+        p = np.bincount(idx, weights=weights, minlength=nb) - level * np.bincount(idx, weights=wwin, minlength=nb)
+        energy[k] = float(p @ p)
+        profiles.append(p)
+    return energy, profiles, rmax
 
 
 def detect_wire_line(frames: np.ndarray) -> WireLine:
@@ -179,22 +192,33 @@ def detect_wire_line(frames: np.ndarray) -> WireLine:
     k = max(5, int(min(small.shape) / 4) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
     top = cv2.morphologyEx(att.astype(np.float32), cv2.MORPH_TOPHAT, kernel).astype(np.float64)
-    ys, xs = np.mgrid[0:top.shape[0], 0:top.shape[1]].astype(np.float64)
-    ys, xs = ys.ravel(), xs.ravel()
-    smooth = max(4.0, min(small.shape) / 10)
+    # Soft-edged disc: background projects the same way at every angle (see _window_projections).
+    h2, w2 = top.shape
+    yy, xx = np.mgrid[0:h2, 0:w2].astype(np.float64)
+    rad = np.hypot(yy - (h2 - 1) / 2, xx - (w2 - 1) / 2)
+    window = np.clip((0.5 * min(h2, w2) - 1 - rad) / 4 + 0.5, 0.0, 1.0)
     coarse = np.arange(0.0, 180.0, 1.0)
-    e = _projection_energy(top, ys, xs, coarse, 1.0, smooth)
+    e, _, _ = _window_projections(top, window, coarse, 1.0)
     a0 = coarse[int(np.argmax(e))]
     fine = a0 + np.arange(-1.5, 1.51, 0.1)
-    e2 = _projection_energy(top, ys, xs, fine, 0.5, smooth)
-    angle = float(fine[int(np.argmax(e2))])
-    # Offset of the wire across that direction: peak of the projection.
+    e2, profs, rmax = _window_projections(top, window, fine, 0.5)
+    kbest = int(np.argmax(e2))
+    angle = float(fine[kbest])
+    # Offset of the wire across that direction: peak of the projection; its width at half
+    # maximum (a half-ellipse's is 0.87 of the diameter) sizes the profiles of the fits below.
+    prof = ndimage.gaussian_filter1d(profs[kbest], 2.0)
+    ipk = int(np.argmax(prof))
+    r_peak = ipk * 0.5 - rmax + 0.25
+    above = prof >= 0.5 * prof[ipk]
+    lo_i = ipk
+    while lo_i > 0 and above[lo_i - 1]:
+        lo_i -= 1
+    hi_i = ipk
+    while hi_i < prof.size - 1 and above[hi_i + 1]:
+        hi_i += 1
+    width_guess = 2 * (hi_i - lo_i + 1) * 0.5 / 0.87          # full-resolution px
+    half_fit = _fit_half_width(width_guess, (rows, cols))
     a = math.radians(angle)
-    r = xs * math.sin(a) + ys * math.cos(a)
-    rmax = math.hypot(*top.shape)
-    p = np.bincount(((r + rmax)).astype(np.int64), weights=top.ravel(), minlength=int(2 * rmax) + 2)
-    hp = p - ndimage.gaussian_filter1d(p, smooth)
-    r_peak = float(np.argmax(ndimage.gaussian_filter1d(hp, 2.0))) - rmax + 0.5
     # Back to full-resolution pixels: a small-image pixel (i, j) covers full pixels 2i..2i+1.
     ux, uy = math.cos(a), -math.sin(a)
     vx, vy = math.sin(a), math.cos(a)         # r = x*vx + y*vy
@@ -208,7 +232,7 @@ def detect_wire_line(frames: np.ndarray) -> WireLine:
 
     # Refine with cylinder fits along the provisional line.
     for _ in range(2):
-        fit_s, fit_c, fit_d = _fits_along(img, line, half_width=min(rows, cols) / 6)
+        fit_s, fit_c, fit_d = _fits_along(img, line, half_width=half_fit)
         good = np.isfinite(fit_c) & np.isfinite(fit_d)
         if good.sum() < 8:
             raise AnalysisError("wire detection: no wire profile found along the strongest straight feature")
@@ -235,7 +259,7 @@ def detect_wire_line(frames: np.ndarray) -> WireLine:
         width = float(np.median(fit_d[sel]))
         run_s = (fit_s[sel][0], fit_s[sel][-1])
     # Ends of the wire on the refined line, and which end touches the Na source.
-    fit_s, fit_c, fit_d = _fits_along(img, line, half_width=min(rows, cols) / 6)
+    fit_s, fit_c, fit_d = _fits_along(img, line, half_width=half_fit)
     good = np.isfinite(fit_d) & (np.abs(fit_d - width) < 0.3 * width)
     lo, hi = _longest_run_idx(good)
     s_lo, s_hi = float(fit_s[lo]), float(fit_s[hi])
@@ -265,11 +289,26 @@ def detect_wire_line(frames: np.ndarray) -> WireLine:
     # The source must be clearly darker than the wire itself beyond one end and not the other.
     certain = bool(np.isfinite(before) and np.isfinite(after) and abs(before - after) > 0.5 * abs(wire_att))
 
+    # The contact point sets the origin of every front position, so it is located finer than the
+    # 4 px grid above: fits every pixel (4 px bins) and a stricter diameter match (15%), the
+    # first (last) of 8 consecutive matching positions. On 13 small synthetic movies (50 px wire,
+    # source at a frame edge) the contact then lay 7.7-10.7 nm past the synthetic contact (which
+    # lies inside the source; its outline crosses the axis at ~11 nm), against 6-15 nm before.
+    fs, _, fd = _fits_along(img, line, half_width=half_fit, bin_px=4, stride=1)
+    match = np.isfinite(fd) & (np.abs(fd - width) < 0.15 * width)
+    runs = np.flatnonzero(np.convolve(match.astype(int), np.ones(8, int), mode="valid") == 8)
+    s_lo_c, s_hi_c = s_lo, s_hi
+    if runs.size:
+        lo_f, hi_f = float(fs[runs[0]]), float(fs[runs[-1] + 7])
+        # Only a refinement: kept when within a diameter of the coarse ends.
+        s_lo_c = lo_f if abs(lo_f - s_lo) <= width else s_lo
+        s_hi_c = hi_f if abs(hi_f - s_hi) <= width else s_hi
+
     def endpoints(at_start):
         if at_start:
-            s_contact, s_far = s_lo, min(s_hi - 0.35 * width, L)
+            s_contact, s_far = s_lo_c, min(s_hi - 0.35 * width, L)
         else:
-            s_contact, s_far = s_hi, max(s_lo + 0.35 * width, 0.0)
+            s_contact, s_far = s_hi_c, max(s_lo + 0.35 * width, 0.0)
         pts = (x0 + s_contact * ux, y0 + s_contact * uy, x0 + s_far * ux, y0 + s_far * uy)
         return tuple(float(np.clip(v, 0, (cols - 1) if i % 2 == 0 else (rows - 1))) for i, v in enumerate(pts))
 
@@ -310,15 +349,14 @@ def choose_contact_end(early: np.ndarray, late: np.ndarray, line_px, width_px: f
         cnt = np.zeros(grid.shape[0])
         for j, f in enumerate(np.asarray(frames, dtype=np.float32)):
             sh = (0.0, 0.0) if shifts is None else shifts[j]
-            v = np.nanmean(sample_strip(f, grid, shift_px=sh), axis=1)
+            v = _nanmean_quiet(sample_strip(f, grid, shift_px=sh), axis=1)
             ok = np.isfinite(v)
             acc[ok] += v[ok]
             cnt[ok] += 1
         with np.errstate(invalid="ignore", divide="ignore"):
             return acc / cnt
 
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)   # rows entirely off the frame
+    with np.errstate(invalid="ignore", divide="ignore"):
         a, b = mean_core(early, early_shifts), mean_core(late, late_shifts)
         change = np.abs(np.log(b / a))
     n = change.size
@@ -331,6 +369,10 @@ def choose_contact_end(early: np.ndarray, late: np.ndarray, line_px, width_px: f
 def measure_width(frames: np.ndarray, line_px) -> float:
     """Median projected-cylinder diameter (px) along a given line in the mean of ``frames``.
 
+    The profiles must be wide enough for the wire plus background on both sides, and the wire's
+    width is what is being measured: profiles start at a sixth of the frame and widen until
+    the fits find the wire, then are sized from that first diameter and fitted again.
+
     Raises
     ------
     AnalysisError
@@ -339,11 +381,42 @@ def measure_width(frames: np.ndarray, line_px) -> float:
     img = np.asarray(frames, dtype=np.float64)
     if img.ndim == 3:
         img = img.mean(axis=0)
-    _, _, d = _fits_along(img, line_px, half_width=min(img.shape) / 6)
-    d = d[np.isfinite(d)]
+    shape = img.shape
+    d = np.empty(0)
+    half = min(shape) / 6
+    while True:
+        _, _, d = _fits_along(img, line_px, half_width=half)
+        d = d[np.isfinite(d)]
+        if d.size >= 3 or half >= _MAX_HALF_FRACTION * min(shape):
+            break
+        half = min(1.4 * half, _MAX_HALF_FRACTION * min(shape))
     if d.size < 3:
         raise AnalysisError("no wire profile found along the line: give the wire width (--width)")
+    half2 = _fit_half_width(float(np.median(d)), shape)
+    if abs(half2 - half) > 2:
+        _, _, d2 = _fits_along(img, line_px, half_width=half2)
+        d2 = d2[np.isfinite(d2)]
+        if d2.size >= 3:
+            d = d2
     return float(np.median(d))
+
+
+#: Largest half-width of the fitted profiles, as a fraction of the frame's smaller side.
+_MAX_HALF_FRACTION = 0.4
+
+
+def _fit_half_width(diameter_px: float, frame_shape) -> float:
+    """Half-width of the profiles fitted by :func:`_fits_along` for a wire of that diameter.
+
+    Those fits allow the wire centre 30% of the half-width off the line and radii up to 0.85 of
+    the rest (0.6 of the half-width), so the half-width must exceed about 1.2 diameters (a
+    fixed sixth of the frame failed for a 50 px wire in a 256 px frame). At least a sixth of
+    the frame, at most ``_MAX_HALF_FRACTION`` of it.
+    """
+    lo = min(frame_shape) / 6
+    hi = _MAX_HALF_FRACTION * min(frame_shape)
+    d = float(diameter_px) if np.isfinite(diameter_px) and diameter_px > 0 else 0.0
+    return float(np.clip(1.2 * d + 6, lo, max(lo, hi)))
 
 
 def _clip_line_to_frame(px, py, ux, uy, rows, cols, margin):
@@ -378,7 +451,8 @@ def _core_attenuation(img, line, width, med):
     grid = strip_grid(line, half_width_px=max(1.0, 0.25 * width))
     strip = sample_strip(img.astype(np.float32), grid)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return -np.log(np.clip(np.nanmean(strip, axis=1) / med, 1e-3, None))
+        # Rows entirely off the frame give NaN (without nanmean's warning).
+        return -np.log(np.clip(_nanmean_quiet(strip, axis=1) / med, 1e-3, None))
 
 
 def _longest_run_idx(mask):
