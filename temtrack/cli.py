@@ -134,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common_movie_args(p)
     _run_args(p)
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--line", type=_line, metavar="X0,Y0,X1,Y1", help="wire axis in px, contact end first")
+    g.add_argument("--line", type=_line, action="append", metavar="X0,Y0,X1,Y1",
+                   help="wire axis in px, contact end first; repeat for several wires in the field")
     g.add_argument("--auto", action="store_true", help="find the wire axis and contact end automatically")
     p.add_argument("--width", type=_positive, metavar="PX",
                    help="approximate wire width (pristine diameter) in px; measured from the first frames when omitted")
@@ -338,7 +339,7 @@ def cmd_synth(args) -> int:
 
 def cmd_analyze(args) -> int:
     from temtrack.pipeline.analyze import AnalyzeRecipe, analyze, write_analyze_results
-    options = {"line": args.line, "width_px": args.width, "probes_nm": args.probe_nm,
+    options = {"line": args.line[0] if args.line else None, "width_px": args.width, "probes_nm": args.probe_nm,
                "prefactor": args.prefactor, "pixel_size_nm": args.pixel_size,
                "frame_interval_s": args.frame_interval, "drift_roi": args.drift_roi}
     if args.frames:
@@ -347,7 +348,7 @@ def cmd_analyze(args) -> int:
     if args.auto:
         flags.update(auto=True, line=None)
     if args.line:
-        flags["auto"] = False
+        flags.update(auto=False, more_lines=args.line[1:])
     if args.no_drift:
         flags["drift"] = False
     recipe = _recipe(AnalyzeRecipe, args, options, flags)

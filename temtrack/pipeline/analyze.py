@@ -72,6 +72,9 @@ class AnalyzeRecipe(Recipe):
         Perpendicular profiles (1 px apart) averaged along the wire per diameter fit (default 4).
     min_significance : float
         Significance (sigma) a step in the change profile needs to count as the front.
+    more_lines : list of [x0, y0, x1, y1]
+        Further wires in the same field, each analysed independently with the same parameters
+        (results under ``wires``; ``line`` is the first wire).
     """
 
     kind = "analyze"
@@ -91,6 +94,7 @@ class AnalyzeRecipe(Recipe):
     memory_budget_mb: float | None = None
     bin_px: int = 4
     min_significance: float = 5.0
+    more_lines: list = field(default_factory=list)
 
     def validate(self) -> None:
         def positive(name, value):
@@ -99,6 +103,13 @@ class AnalyzeRecipe(Recipe):
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ParameterError(f"recipe: {name} must be a positive number, got {value!r}")
 
+        if self.more_lines:
+            if self.line is None:
+                raise ParameterError("recipe: more_lines needs a first wire in line")
+            for extra in self.more_lines:
+                if not (isinstance(extra, (list, tuple)) and len(extra) == 4):
+                    raise ParameterError(f"recipe: each of more_lines must be x0,y0,x1,y1 in px, got {extra!r}")
+            self.more_lines = [[float(v) for v in extra] for extra in self.more_lines]
         if self.auto and self.line is not None:
             raise ParameterError("recipe: give either a line (x0,y0,x1,y1) or auto, not both")
         if not self.auto and self.line is None:
@@ -224,6 +235,8 @@ class AnalyzeResult:
     problems: list
     started: str
     finished: str = ""
+    #: The further wires of a several-wire run (``recipe.more_lines``), each a full AnalyzeResult.
+    more_wires: list = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -233,8 +246,8 @@ class AnalyzeResult:
     def kymograph_s_nm(self) -> np.ndarray:
         return self.series.s_px * self.pixel_size_nm
 
-    def to_json(self) -> dict:
-        """The content of ``results.json``."""
+    def _single_json(self) -> dict:
+        """This wire's ``results.json`` mapping (without the ``wires`` list)."""
         front = self.front.to_json()
         diameter = self.diameter.to_json()
         diameter["time_s"] = self.time_s
@@ -263,6 +276,20 @@ class AnalyzeResult:
                 "finished": self.finished,
             },
         }
+
+    def to_json(self) -> dict:
+        """``results.json``: the first wire's keys, and with several wires a ``wires`` list of them all."""
+        data = self._single_json()
+        if self.more_wires:
+            data["wires"] = [_wire_block(i + 1, r, js) for i, (r, js) in enumerate(
+                [(self, data), *((w, w._single_json()) for w in self.more_wires)])]
+        return data
+
+
+def _wire_block(wire_id: int, r: AnalyzeResult, data: dict) -> dict:
+    """The per-wire block listed under ``wires`` (the single-wire keys, as ``temtrack stats`` reads them)."""
+    return {"id": wire_id, "line_px": r.recipe.line, "ok": r.ok, "problems": list(r.problems),
+            **{k: data[k] for k in ("kinetics", "front", "diameter", "expansion", "wire")}}
 
 
 def _null_kinetics(prefactor: float, reason: str) -> dict:
@@ -366,6 +393,10 @@ def analyze(movie: Movie, recipe: AnalyzeRecipe, *, executor=None, progress=None
         validate_line(recipe.line, shape)
     if recipe.width_px is not None:
         validate_width(recipe.width_px, shape)
+
+    if recipe.more_lines:
+        return _analyze_several_wires(movie, recipe, executor=executor, progress=progress, cancel=cancel,
+                                      shifts_px=shifts_px)
 
     prog = _Progress(progress, (movie.n_frames if (recipe.drift and shifts_px is None) else 0) + n)
     prog.start()
@@ -514,6 +545,30 @@ def _expansion_probe(front, diameter, series, px):
     return float(diameter.s_nm[j]), d
 
 
+def _analyze_several_wires(movie, recipe, *, executor, progress, cancel, shifts_px):
+    """Drift once, then each wire independently with the same shifts; the first wire carries the rest."""
+    n_wires = 1 + len(recipe.more_lines)
+    drift_frames = movie.n_frames if (recipe.drift and shifts_px is None) else 0
+    prog = _Progress(progress, drift_frames + n_wires * movie.n_frames)
+    prog.start()
+    if drift_frames:
+        from temtrack.series.drift import estimate_drift
+        d = estimate_drift(movie, reference=recipe.drift_reference, roi=recipe.drift_roi, executor=executor,
+                           progress=prog.stage(drift_frames), cancel=cancel)
+        shifts_px = (d.dy_px, d.dx_px)
+    results = []
+    for line in [recipe.line, *recipe.more_lines]:
+        one = recipe.replace(line=list(line), more_lines=[])
+        results.append(analyze(movie, one, executor=executor, progress=prog.stage(movie.n_frames), cancel=cancel,
+                               shifts_px=shifts_px))
+    first = results[0]
+    first.recipe = recipe
+    first.more_wires = results[1:]
+    if drift_frames:
+        first.drift_source = "estimated"
+    return first
+
+
 def write_analyze_results(result: AnalyzeResult, out_dir, *, overwrite: bool = False) -> Path:
     """Write ``results.json``, CSV tables, the kymograph and the figures, atomically.
 
@@ -527,67 +582,70 @@ def write_analyze_results(result: AnalyzeResult, out_dir, *, overwrite: bool = F
     Path
         The output folder.
     """
+    from temtrack.io.results import OutputFolder, write_json_atomic
+
+    with OutputFolder(out_dir, overwrite=overwrite) as stage:
+        write_json_atomic(stage / "results.json", result.to_json())
+        _write_wire_files(stage, result)
+        for k, wire in enumerate(result.more_wires, start=2):
+            (stage / f"wire_{k}").mkdir()
+            write_json_atomic(stage / f"wire_{k}" / "results.json", wire.to_json())
+            _write_wire_files(stage / f"wire_{k}", wire)
+    return Path(out_dir)
+
+
+def _write_wire_files(stage: Path, r: AnalyzeResult) -> None:
+    """One wire's CSV tables, kymograph and figures into ``stage``."""
     import io
 
     import tifffile
 
-    from temtrack.io.results import (
-        OutputFolder,
-        save_figure_atomic,
-        save_npy_atomic,
-        write_bytes_atomic,
-        write_csv_atomic,
-        write_json_atomic,
-    )
+    from temtrack.io.results import (save_figure_atomic, save_npy_atomic, write_bytes_atomic,
+                                     write_csv_atomic)
     from temtrack.plots import analyze as plots
 
-    r = result
     t = r.time_s
     fr = r.front
     dm = r.diameter
-    with OutputFolder(out_dir, overwrite=overwrite) as stage:
-        results = r.to_json()
-        write_json_atomic(stage / "results.json", results)
-        cols = {"frame": r.frame_index.tolist(), "time_s": t.tolist(), "position_nm": fr.position_nm.tolist(),
-                "uncertainty_nm": fr.uncertainty_nm.tolist(), "monotonic_nm": fr.monotonic_nm.tolist(),
-                "flag": list(fr.flags), "used_for_fit": [int(v) for v in fr.used_for_fit]}
-        curves = {}
-        if r.kinetics is not None:
-            for name, f in r.kinetics.fits.items():
-                curves[name] = np.asarray(f.predict(t), dtype=float)
-                cols[f"fit_{name}_nm"] = curves[name].tolist()
-        write_csv_atomic(stage / "front.csv", cols)
-        nt, nb = dm.map_nm.shape
-        write_csv_atomic(stage / "diameters.csv", {
-            "frame": np.repeat(r.frame_index, nb).tolist(), "time_s": np.repeat(t, nb).tolist(),
-            "s_nm": np.tile(dm.s_nm, nt).tolist(), "diameter_nm": dm.map_nm.ravel().tolist(),
-            "diameter_err_nm": dm.map_err_nm.ravel().tolist()})
-        pcols = {"frame": r.frame_index.tolist(), "time_s": t.tolist()}
-        for key, d in dm.probes.items():
-            pcols[f"diameter_at_{key}nm_nm"] = np.asarray(d, float).tolist()
-            pcols[f"diameter_at_{key}nm_err_nm"] = np.asarray(dm.probes_err[key], float).tolist()
-        write_csv_atomic(stage / "probes.csv", pcols)
-        write_csv_atomic(stage / "shifts.csv", {"frame": r.frame_index.tolist(), "time_s": t.tolist(),
-                                                "dy_px": r.drift_dy_px.tolist(), "dx_px": r.drift_dx_px.tolist()})
-        kymo = np.asarray(r.series.kymograph, dtype=np.float32)
-        save_npy_atomic(stage / "kymograph.npy", kymo)
-        buf = io.BytesIO()
-        tifffile.imwrite(buf, kymo, metadata={"axes": "YX", "x_unit": "nm", "x_step": r.pixel_size_nm,
-                                              "y_unit": "s"})
-        write_bytes_atomic(stage / "kymograph.tif", buf.getvalue())
-        s_nm = r.kymograph_s_nm
-        ok = fr.used_for_fit
-        save_figure_atomic(plots.kymograph_figure(kymo, s_nm, t, front_time_s=t[ok], front_nm=fr.position_nm[ok]),
-                           stage / "kymograph.png", dpi=120)
-        excluded = np.isfinite(fr.position_nm) & ~ok
-        save_figure_atomic(plots.front_figure(t[ok], fr.position_nm[ok], fr.uncertainty_nm[ok],
-                                              curves={k: v[ok] for k, v in curves.items()},
-                                              best=r.kinetics.best.name if r.kinetics is not None else None,
-                                              excluded_time_s=t[excluded], excluded_nm=fr.position_nm[excluded]),
-                           stage / "front.png", dpi=120)
-        save_figure_atomic(plots.diameter_figure(t, dm.probes, pristine_nm=dm.pristine_nm,
-                                                 sodiated_nm=dm.sodiated_nm), stage / "diameter.png", dpi=120)
-        save_figure_atomic(plots.diameter_map_figure(dm.map_nm, dm.s_nm, t, front_time_s=t[ok],
-                                                     front_nm=fr.position_nm[ok]), stage / "diameter_map.png", dpi=120)
-        save_figure_atomic(plots.shifts_figure(t, r.drift_dy_px, r.drift_dx_px), stage / "shifts.png", dpi=120)
-    return Path(out_dir)
+    cols = {"frame": r.frame_index.tolist(), "time_s": t.tolist(), "position_nm": fr.position_nm.tolist(),
+            "uncertainty_nm": fr.uncertainty_nm.tolist(), "monotonic_nm": fr.monotonic_nm.tolist(),
+            "flag": list(fr.flags), "used_for_fit": [int(v) for v in fr.used_for_fit]}
+    curves = {}
+    if r.kinetics is not None:
+        for name, f in r.kinetics.fits.items():
+            curves[name] = np.asarray(f.predict(t), dtype=float)
+            cols[f"fit_{name}_nm"] = curves[name].tolist()
+    write_csv_atomic(stage / "front.csv", cols)
+    nt, nb = dm.map_nm.shape
+    write_csv_atomic(stage / "diameters.csv", {
+        "frame": np.repeat(r.frame_index, nb).tolist(), "time_s": np.repeat(t, nb).tolist(),
+        "s_nm": np.tile(dm.s_nm, nt).tolist(), "diameter_nm": dm.map_nm.ravel().tolist(),
+        "diameter_err_nm": dm.map_err_nm.ravel().tolist()})
+    pcols = {"frame": r.frame_index.tolist(), "time_s": t.tolist()}
+    for key, d in dm.probes.items():
+        pcols[f"diameter_at_{key}nm_nm"] = np.asarray(d, float).tolist()
+        pcols[f"diameter_at_{key}nm_err_nm"] = np.asarray(dm.probes_err[key], float).tolist()
+    write_csv_atomic(stage / "probes.csv", pcols)
+    write_csv_atomic(stage / "shifts.csv", {"frame": r.frame_index.tolist(), "time_s": t.tolist(),
+                                            "dy_px": r.drift_dy_px.tolist(), "dx_px": r.drift_dx_px.tolist()})
+    kymo = np.asarray(r.series.kymograph, dtype=np.float32)
+    save_npy_atomic(stage / "kymograph.npy", kymo)
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, kymo, metadata={"axes": "YX", "x_unit": "nm", "x_step": r.pixel_size_nm,
+                                          "y_unit": "s"})
+    write_bytes_atomic(stage / "kymograph.tif", buf.getvalue())
+    s_nm = r.kymograph_s_nm
+    ok = fr.used_for_fit
+    save_figure_atomic(plots.kymograph_figure(kymo, s_nm, t, front_time_s=t[ok], front_nm=fr.position_nm[ok]),
+                       stage / "kymograph.png", dpi=120)
+    excluded = np.isfinite(fr.position_nm) & ~ok
+    save_figure_atomic(plots.front_figure(t[ok], fr.position_nm[ok], fr.uncertainty_nm[ok],
+                                          curves={k: v[ok] for k, v in curves.items()},
+                                          best=r.kinetics.best.name if r.kinetics is not None else None,
+                                          excluded_time_s=t[excluded], excluded_nm=fr.position_nm[excluded]),
+                       stage / "front.png", dpi=120)
+    save_figure_atomic(plots.diameter_figure(t, dm.probes, pristine_nm=dm.pristine_nm,
+                                             sodiated_nm=dm.sodiated_nm), stage / "diameter.png", dpi=120)
+    save_figure_atomic(plots.diameter_map_figure(dm.map_nm, dm.s_nm, t, front_time_s=t[ok],
+                                                 front_nm=fr.position_nm[ok]), stage / "diameter_map.png", dpi=120)
+    save_figure_atomic(plots.shifts_figure(t, r.drift_dy_px, r.drift_dx_px), stage / "shifts.png", dpi=120)
