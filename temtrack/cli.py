@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                      "where diameter vs time is reported")
     p.add_argument("--prefactor", type=_positive, help="P in x^2 = P D (t - t0) (default 2)")
     p.add_argument("--no-drift", action="store_true", help="skip drift correction")
+    p.add_argument("--stimulus-log", type=Path, metavar="CSV",
+                   help="potentiostat or biasing-holder log (time + current and/or voltage columns)")
+    p.add_argument("--log-offset", type=float, metavar="S", help="clock offset: log time = movie time + S")
 
     p = sub.add_parser("rings", help="diffraction ring evolution, d-spacings, phase fractions and onsets (SAED movies)")
     _common_movie_args(p)
@@ -341,7 +344,9 @@ def cmd_analyze(args) -> int:
     from temtrack.pipeline.analyze import AnalyzeRecipe, analyze, write_analyze_results
     options = {"line": args.line[0] if args.line else None, "width_px": args.width, "probes_nm": args.probe_nm,
                "prefactor": args.prefactor, "pixel_size_nm": args.pixel_size,
-               "frame_interval_s": args.frame_interval, "drift_roi": args.drift_roi}
+               "frame_interval_s": args.frame_interval, "drift_roi": args.drift_roi,
+               "stimulus_log": str(args.stimulus_log) if args.stimulus_log else None,
+               "stimulus_offset_s": args.log_offset}
     if args.frames:
         options["frames"] = _frames_option(args.frames)
     flags = {}

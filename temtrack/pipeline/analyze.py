@@ -75,6 +75,10 @@ class AnalyzeRecipe(Recipe):
     more_lines : list of [x0, y0, x1, y1]
         Further wires in the same field, each analysed independently with the same parameters
         (results under ``wires``; ``line`` is the first wire).
+    stimulus_log : str or None
+        Potentiostat / biasing-holder CSV log read beside the movie (:mod:`temtrack.series.stimulus`).
+    stimulus_offset_s : float
+        Clock offset: log time = movie time + offset.
     """
 
     kind = "analyze"
@@ -95,6 +99,8 @@ class AnalyzeRecipe(Recipe):
     bin_px: int = 4
     min_significance: float = 5.0
     more_lines: list = field(default_factory=list)
+    stimulus_log: str | None = None
+    stimulus_offset_s: float = 0.0
 
     def validate(self) -> None:
         def positive(name, value):
@@ -237,6 +243,8 @@ class AnalyzeResult:
     finished: str = ""
     #: The further wires of a several-wire run (``recipe.more_lines``), each a full AnalyzeResult.
     more_wires: list = field(default_factory=list)
+    #: Current, voltage and charge at the frame times when the recipe names a stimulus log.
+    stimulus: dict | None = None
 
     @property
     def ok(self) -> bool:
@@ -263,6 +271,7 @@ class AnalyzeResult:
             "drift": {**self.drift_json, "dy_px": self.drift_dy_px, "dx_px": self.drift_dx_px,
                       "time_s": self.time_s, "source": self.drift_source},
             "wire": self.wire,
+            **({"stimulus": self.stimulus} if self.stimulus is not None else {}),
             "provenance": {
                 "temtrack_version": temtrack.__version__,
                 "file": self.movie_path,
@@ -523,8 +532,25 @@ def analyze(movie: Movie, recipe: AnalyzeRecipe, *, executor=None, progress=None
         drift_source=drift_source, drift_json=drift_json, wire=wire, series=series, front=front,
         diameter=diameter, kinetics=kinetics, kinetics_json=kin_json, expansion=expansion, warnings=warnings,
         problems=problems, started=started)
+    if recipe.stimulus_log:
+        result.stimulus = _stimulus_block(recipe, time_s, front, diameter)
     result.finished = _now()
     return result
+
+
+def _stimulus_block(recipe, time_s, front, diameter) -> dict:
+    """Current/voltage at the frame times and the charge passed beside the reacted volume."""
+    from temtrack.series.stimulus import align_to_frames, charge_vs_reacted_volume, read_stimulus_log
+    log = read_stimulus_log(recipe.stimulus_log)
+    block = align_to_frames(log, time_s, offset_s=float(recipe.stimulus_offset_s))
+    block["log_file"] = str(log.path)
+    d1 = getattr(diameter, "sodiated_nm", None)
+    if block["charge_C"] is not None and d1 is not None and np.isfinite(d1):
+        position = np.where(np.isfinite(front.position_nm), front.position_nm, np.nan)
+        block.update({k: v for k, v in charge_vs_reacted_volume(block["charge_C"], position,
+                                                                   sodiated_diameter_nm=float(d1)).items()
+                      if k != "charge_C"})
+    return block
 
 
 def _expansion_probe(front, diameter, series, px):
@@ -607,6 +633,10 @@ def _write_wire_files(stage: Path, r: AnalyzeResult) -> None:
     t = r.time_s
     fr = r.front
     dm = r.diameter
+    if r.stimulus is not None:
+        write_csv_atomic(stage / "stimulus.csv", {"time_s": t.tolist(), **{
+            k: np.asarray(r.stimulus[k], float).tolist() for k in
+            ("current_A", "voltage_V", "charge_C", "reacted_volume_nm3", "na_per_nm3") if r.stimulus.get(k) is not None}})
     cols = {"frame": r.frame_index.tolist(), "time_s": t.tolist(), "position_nm": fr.position_nm.tolist(),
             "uncertainty_nm": fr.uncertainty_nm.tolist(), "monotonic_nm": fr.monotonic_nm.tolist(),
             "flag": list(fr.flags), "used_for_fit": [int(v) for v in fr.used_for_fit]}

@@ -47,3 +47,26 @@ def test_bad_logs(tmp_path, text, msg):
     p.write_text(text)
     with pytest.raises(MovieReadError, match=msg):
         read_stimulus_log(p)
+
+
+def test_analyze_puts_the_log_beside_the_front(tmp_path):
+    """`analyze --stimulus-log`: current and charge per frame in results.json and stimulus.csv."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    sample = Path(__file__).resolve().parents[2] / "sample_movies" / "nanowire_sodiation.tif"
+    t = np.arange(0, 80, 0.25)
+    (tmp_path / "log.csv").write_text("time/s,<I>/uA\n" + "\n".join(f"{a},{-2.0}" for a in t))
+    out = tmp_path / "res"
+    run = subprocess.run([sys.executable, "-m", "temtrack", "-q", "analyze", str(sample), "--out", str(out),
+                          "--line", "26.0,198.6,176.0,93.6", "--stimulus-log", str(tmp_path / "log.csv"),
+                          "--log-offset", "10"], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr
+    res = json.loads((out / "results.json").read_text())
+    stim = res["stimulus"]
+    assert stim["offset_s"] == 10 and stim["fraction_of_frames_covered"] == 1.0
+    np.testing.assert_allclose(stim["current_A"], -2e-6)
+    np.testing.assert_allclose(stim["charge_C"], -2e-6 * np.asarray(res["front"]["time_s"]), atol=1e-12)
+    assert (out / "stimulus.csv").read_text().startswith("time_s,current_A")
