@@ -301,6 +301,10 @@ def _wire_block(wire_id: int, r: AnalyzeResult, data: dict) -> dict:
             **{k: data[k] for k in ("kinetics", "front", "diameter", "expansion", "wire")}}
 
 
+def _budget_bytes(recipe) -> int | None:
+    return None if recipe.memory_budget_mb is None else int(recipe.memory_budget_mb * 2 ** 20)
+
+
 def _null_kinetics(prefactor: float, reason: str) -> dict:
     return {"model": None, "D_nm2_per_s": None, "D_cm2_per_s": None, "k_nm_per_s": None, "n": None,
             "t0_s": None, "ci95": None, "prefactor": prefactor, "error": reason}
@@ -419,6 +423,7 @@ def analyze(movie: Movie, recipe: AnalyzeRecipe, *, executor=None, progress=None
     elif recipe.drift:
         from temtrack.series.drift import estimate_drift
         dres = estimate_drift(movie, reference=recipe.drift_reference, roi=recipe.drift_roi, executor=executor,
+                           memory_budget_bytes=_budget_bytes(recipe),
                               progress=prog.stage(movie.n_frames), cancel=cancel)
         dy = np.asarray(dres.dy_px, dtype=np.float64)
         dx = np.asarray(dres.dx_px, dtype=np.float64)
@@ -580,6 +585,7 @@ def _analyze_several_wires(movie, recipe, *, executor, progress, cancel, shifts_
     if drift_frames:
         from temtrack.series.drift import estimate_drift
         d = estimate_drift(movie, reference=recipe.drift_reference, roi=recipe.drift_roi, executor=executor,
+                           memory_budget_bytes=_budget_bytes(recipe),
                            progress=prog.stage(drift_frames), cancel=cancel)
         shifts_px = (d.dy_px, d.dx_px)
     results = []

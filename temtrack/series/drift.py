@@ -281,7 +281,8 @@ def estimate_drift(movie: Movie, *, reference: str | int = "first", roi=None, up
                    max_shift_px: float | None = None, executor=None,
                    progress: Callable[[int, int], None] | None = None,
                    cancel: threading.Event | None = None, chunk_frames: int | None = None,
-                   refine: bool = True, jump_threshold_px: float = 3.0) -> DriftResult:
+                   refine: bool = True, jump_threshold_px: float = 3.0,
+                   memory_budget_bytes: int | None = None) -> DriftResult:
     """Sub-pixel drift of the specimen in every frame relative to frame 0.
 
     Parameters
@@ -310,6 +311,9 @@ def estimate_drift(movie: Movie, *, reference: str | int = "first", roi=None, up
         the fine pass) but never on the executor or its number of workers.
     refine : bool
         Run the fine (template) pass; without it the coarse graph solution is returned.
+    memory_budget_bytes : int, optional
+        Bound on frames and temporaries in flight (default: the executor's 1 GiB); smaller
+        budgets mean smaller template chunks.
     jump_threshold_px : float
         A step between neighbouring frames departing from the local drift velocity by more than
         this is reported in ``jump_frames``.
@@ -348,7 +352,7 @@ def estimate_drift(movie: Movie, *, reference: str | int = "first", roi=None, up
     if n == 1:
         return DriftResult(np.zeros(1), np.zeros(1), np.full(1, np.nan), [], "single frame",
                            reference, roi, 0.0)
-    chunk = _chunk_size(movie, n, chunk_frames)
+    chunk = _chunk_size(movie, n, chunk_frames, memory_budget_bytes)
     total = (2 if refine else 1) * n
 
     def prog(offset):
@@ -456,13 +460,16 @@ def _check_roi(roi, rows, cols):
     return y, y + h, x, x + w
 
 
-def _chunk_size(movie: Movie, n: int, chunk_frames: int | None) -> int:
+def _chunk_size(movie: Movie, n: int, chunk_frames: int | None, memory_budget_bytes: int | None = None) -> int:
     if chunk_frames is not None:
         if int(chunk_frames) < 1:
             raise ParameterError(f"chunk_frames must be >= 1, got {chunk_frames}")
         return int(chunk_frames)
     # Independent of the executor so that results never depend on the number of workers.
-    target = min(_DEFAULT_CHUNK, chunk_frames_for(movie, in_flight=4, max_frames=_DEFAULT_CHUNK))
+    # The registration's temporaries (spectra, cross-power, windowed copies) are about 3x what
+    # chunk_frames_for allows per frame, hence the budget divided by 3.
+    budget = None if memory_budget_bytes is None else max(1, int(memory_budget_bytes) // 3)
+    target = min(_DEFAULT_CHUNK, chunk_frames_for(movie, budget, in_flight=4, max_frames=_DEFAULT_CHUNK))
     n_chunks = max(1, math.ceil(n / max(target, 2)))
     return max(2, math.ceil(n / n_chunks))
 
