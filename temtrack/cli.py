@@ -258,6 +258,8 @@ def _recipe(cls, args, options: dict, flags: dict | None = None):
 
 
 def _run_pipeline(args, run, write, recipe, desc):
+    from temtrack.io.results import OutputFolder
+    OutputFolder(args.out, overwrite=args.overwrite)  # refuse an existing --out before any work
     movie = _open(args)
     cancel = threading.Event()
     progress = _Progress(args.quiet, desc)

@@ -17,8 +17,9 @@ class MovieReadError(TemtrackError):
 
     def __init__(self, path: str | os.PathLike | None, problem: str):
         self.path = None if path is None else os.fspath(path)
-        self.problem = problem
-        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+        # One line whatever the library said: the CLI and the GUI promise a one-line message.
+        self.problem = "; ".join(line.strip() for line in str(problem).splitlines() if line.strip())
+        super().__init__(f"{self.path}: {self.problem}" if self.path else self.problem)
 
 
 class ParameterError(TemtrackError, ValueError):

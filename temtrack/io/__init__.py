@@ -127,7 +127,8 @@ def open_movie(path: str | os.PathLike, *, pixel_size: float | None = None,
         movie = reader(path, **kwargs)
     except TemtrackError:
         raise
-    except (OSError, ValueError, KeyError, IndexError, EOFError, struct.error, TypeError) as exc:
+    except (OSError, ValueError, KeyError, IndexError, EOFError, struct.error, TypeError, OverflowError,
+            SyntaxError) as exc:
         # A reader's library failing on a corrupt file must still give the user one line.
         detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise MovieReadError(path, f"cannot read as {fmt}: {detail}") from exc

@@ -54,12 +54,13 @@ def frms6_base(path: str | os.PathLike) -> Path:
 
 def read_hdr(path: Path) -> dict:
     """The ``[measurementInfo]`` section of a ``.hdr`` file, keys lower-cased, values parsed."""
-    cp = configparser.ConfigParser()
+    # No interpolation: a '%' in a value is text, not a ConfigParser reference.
+    cp = configparser.ConfigParser(interpolation=None)
     try:
         with open(path, "r", encoding="latin-1") as f:
             cp.read_file(f)
     except (configparser.Error, UnicodeDecodeError) as exc:
-        raise MovieReadError(path, f"unreadable .hdr file ({exc})") from None
+        raise MovieReadError(path, f"unreadable .hdr file ({str(exc).splitlines()[0]})") from None
     section = next((s for s in cp.sections() if s.lower() == "measurementinfo"), None)
     if section is None:
         raise MovieReadError(path, f"no [measurementInfo] section in .hdr (sections: {cp.sections()})")

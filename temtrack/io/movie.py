@@ -181,10 +181,19 @@ class Movie:
         stop = self.n_frames if stop is None else stop
         if not (0 <= start <= stop <= self.n_frames):
             raise IndexError(f"frames {start}:{stop} outside 0:{self.n_frames}")
-        block = self.frames[start:stop]
-        if hasattr(block, "compute"):
-            block = block.compute()
-        return np.asarray(block, dtype=np.float32)
+        try:
+            block = self.frames[start:stop]
+            if hasattr(block, "compute"):
+                block = block.compute()
+            return np.asarray(block, dtype=np.float32)
+        except (MovieReadError, KeyboardInterrupt):
+            raise
+        except (OSError, ValueError, IndexError, KeyError, TypeError, OverflowError, MemoryError,
+                EOFError, RuntimeError) as exc:  # codecs (imagecodecs.DeflateError) raise RuntimeError
+            # A file damaged past its header fails only when its frames are read (any reader, any
+            # library): still one line naming the file, never a raw library exception.
+            detail = str(exc).strip() or type(exc).__name__
+            raise MovieReadError(self.path, f"cannot read frames {start}:{stop} ({type(exc).__name__}: {detail})") from exc
 
     def frame(self, index: int) -> np.ndarray:
         """One frame as a float32 array (negative indices count from the end)."""

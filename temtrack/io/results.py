@@ -15,6 +15,7 @@ import math
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -166,8 +167,13 @@ class OutputFolder:
 
     def __enter__(self) -> Path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(prefix=f".{self.path.name}.partial-", dir=self.path.parent))
-        publish_mode(self.staging, folder=True)
+        # The name is known before the folder exists, so an interrupt at any point can clean it up.
+        self.staging = self.path.parent / f".{self.path.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        try:
+            self.staging.mkdir(mode=0o777)
+        except BaseException:
+            shutil.rmtree(self.staging, ignore_errors=True)
+            raise
         return self.staging
 
     def __exit__(self, exc_type, exc, tb):
@@ -180,12 +186,36 @@ class OutputFolder:
 
     def publish(self):
         old = None
-        if self.path.exists():
-            old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
-            os.replace(self.path, old)
-        os.replace(self.staging, self.path)
+        # Ctrl-C or SIGTERM between the two renames would leave no results folder at all.
+        with _signals_deferred():
+            if self.path.exists():
+                old = self.path.with_name(f".{self.path.name}.old-{os.getpid()}")
+                os.replace(self.path, old)
+            try:
+                os.replace(self.staging, self.path)
+            except BaseException:
+                if old is not None:
+                    os.replace(old, self.path)
+                shutil.rmtree(self.staging, ignore_errors=True)
+                raise
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _signals_deferred():
+    """Hold SIGINT/SIGTERM for the few system calls inside (delivered right after)."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def iter_rows(table: Mapping[str, Iterable]):

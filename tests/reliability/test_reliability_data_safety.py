@@ -124,9 +124,6 @@ def test_existing_output_not_overwritten_without_flag(full_runs, inputs):
     assert debris(out.parent, out.name) == []
 
 
-@pytest.mark.xfail(strict=True, reason="cli._run_pipeline checks the output folder only when writing, "
-                                       "after the whole computation: a refused --out should fail before "
-                                       "any frame is read (e.g. construct OutputFolder first)")
 def test_existing_output_refused_before_computing(full_runs, inputs):
     out = full_runs["work"] / "rings"
     r = run_cli("rings", inputs["saed"], "--out", out)
@@ -264,28 +261,23 @@ def test_batch_interrupted_then_resumed(rel_movies, tmp_path):
 
 
 # -- the two narrow windows of OutputFolder, made deterministic ---------------------------------------
-@pytest.mark.xfail(strict=True, reason="io/results.py OutputFolder.__enter__: an interrupt between "
-                                       "mkdtemp and the start of the with-body leaves the staging folder "
-                                       "behind (seen once with SIGTERM in the CLI test); register the "
-                                       "staging name before creating it, or clean up in __enter__")
 def test_interrupt_right_after_staging_folder_is_made(tmp_path, monkeypatch):
-    import temtrack.io.results as results
-    real = results.tempfile.mkdtemp
+    import pathlib
 
-    def mkdtemp_then_interrupt(*a, **k):
-        real(*a, **k)
-        raise KeyboardInterrupt
-    monkeypatch.setattr(results.tempfile, "mkdtemp", mkdtemp_then_interrupt)
+    import temtrack.io.results as results
+    real = pathlib.Path.mkdir
+
+    def mkdir_then_interrupt(self, *a, **k):
+        real(self, *a, **k)
+        if ".partial-" in self.name:
+            raise KeyboardInterrupt
+    monkeypatch.setattr(pathlib.Path, "mkdir", mkdir_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
         with results.OutputFolder(tmp_path / "out") as stage:
             (stage / "results.json").write_text("{}")
     assert debris(tmp_path, "out") == []
 
 
-@pytest.mark.xfail(strict=True, reason="io/results.py OutputFolder.publish: an interrupt between its two "
-                                       "os.replace calls (with --overwrite) leaves no <out> at all, plus "
-                                       ".<out>.old-PID and the staging folder; block SIGINT/SIGTERM "
-                                       "around the renames or roll back on BaseException")
 def test_interrupt_between_the_publish_renames(tmp_path, monkeypatch):
     import temtrack.io.results as results
     out = tmp_path / "out"
