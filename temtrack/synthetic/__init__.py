@@ -60,3 +60,18 @@ def truth_path_for(movie_path: str | os.PathLike) -> Path:
 
 def save_truth(movie_path: str | os.PathLike, truth: dict) -> Path:
     return write_json_atomic(truth_path_for(movie_path), truth)
+
+
+def save_synthetic(path: str | os.PathLike, frames: np.ndarray, truth: dict) -> tuple[Path, Path]:
+    """Write a generator's ``(frames, truth)``: the calibrated TIFF and ``<name>.truth.json``.
+
+    The calibration comes from the truth: ``pixel_size_nm`` (images) or ``pixel_size_inv_nm``
+    (diffraction patterns), and ``frame_interval_s``.
+    """
+    if "pixel_size_inv_nm" in truth:
+        size, unit = truth["pixel_size_inv_nm"], "1/nm"
+    else:
+        size, unit = truth["pixel_size_nm"], "nm"
+    movie_path = save_movie_tiff(path, frames, pixel_size=size, pixel_unit=unit,
+                                 frame_interval_s=truth["frame_interval_s"])
+    return movie_path, save_truth(movie_path, truth)

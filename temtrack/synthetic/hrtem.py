@@ -199,10 +199,7 @@ def make_hrtem_movie(*, n_frames: int = 40, shape: tuple[int, int] = (256, 256),
 
 
 def write_hrtem_movie(path: str | os.PathLike, **kwargs) -> tuple[Path, Path]:
-    """Render with :func:`make_hrtem_movie` and write ``path`` (ImageJ TIFF) + its truth JSON."""
-    from temtrack.synthetic import save_movie_tiff, save_truth
+    """Render with :func:`make_hrtem_movie` and write the calibrated TIFF + ``<name>.truth.json``."""
+    from temtrack.synthetic import save_synthetic
 
-    frames, truth = make_hrtem_movie(**kwargs)
-    movie_path = save_movie_tiff(path, frames, pixel_size=truth["pixel_size_nm"], pixel_unit="nm",
-                                 frame_interval_s=truth["frame_interval_s"])
-    return movie_path, save_truth(movie_path, truth)
+    return save_synthetic(path, *make_hrtem_movie(**kwargs))

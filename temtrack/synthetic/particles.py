@@ -164,9 +164,7 @@ def make_particles_movie(*, n_frames: int = 60, shape: tuple[int, int] = (384, 3
 
 
 def write_particles_movie(path: str | os.PathLike, **kwargs) -> tuple[Path, Path]:
-    """Render with :func:`make_particles_movie`, write the TIFF and its truth JSON."""
-    from temtrack.synthetic import save_movie_tiff, save_truth
-    frames, truth = make_particles_movie(**kwargs)
-    p = save_movie_tiff(path, frames, pixel_size=truth["pixel_size_nm"], pixel_unit="nm",
-                        frame_interval_s=truth["frame_interval_s"])
-    return p, save_truth(p, truth)
+    """Render with :func:`make_particles_movie` and write the calibrated TIFF + ``<name>.truth.json``."""
+    from temtrack.synthetic import save_synthetic
+
+    return save_synthetic(path, *make_particles_movie(**kwargs))

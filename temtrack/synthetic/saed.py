@@ -21,7 +21,6 @@ import numpy as np
 
 from temtrack.errors import ParameterError
 from temtrack.phases.library import default_library
-from temtrack.synthetic import save_movie_tiff, save_truth
 
 SCHERRER_K = 0.9
 DEFAULT_PHASES = ("beta-Sn", "amorphous-NaxSn", "Na15Sn4")
@@ -236,14 +235,7 @@ def make_saed_movie(*, n_frames: int = 60, shape: tuple[int, int] = (512, 512),
 
 
 def write_saed_movie(path: str | os.PathLike, **kwargs) -> tuple[Path, Path]:
-    """Write :func:`make_saed_movie` to an ImageJ TIFF (1/nm calibration) plus ``<name>.truth.json``.
+    """Render with :func:`make_saed_movie` and write the calibrated TIFF + ``<name>.truth.json``."""
+    from temtrack.synthetic import save_synthetic
 
-    Returns
-    -------
-    movie_path, truth_path : Path
-    """
-    frames, truth = make_saed_movie(**kwargs)
-    path = Path(path)
-    save_movie_tiff(path, frames, pixel_size=truth["pixel_size_inv_nm"], pixel_unit="1/nm",
-                    frame_interval_s=truth["frame_interval_s"])
-    return path, save_truth(path, truth)
+    return save_synthetic(path, *make_saed_movie(**kwargs))
