@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import os
 import struct
+import tokenize
 from pathlib import Path
 
 from temtrack.errors import MovieReadError, ParameterError, TemtrackError
@@ -128,7 +129,7 @@ def open_movie(path: str | os.PathLike, *, pixel_size: float | None = None,
     except TemtrackError:
         raise
     except (OSError, ValueError, KeyError, IndexError, EOFError, struct.error, TypeError, OverflowError,
-            SyntaxError) as exc:
+            SyntaxError, tokenize.TokenError) as exc:  # numpy parses .npy headers with tokenize
         # A reader's library failing on a corrupt file must still give the user one line.
         detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         raise MovieReadError(path, f"cannot read as {fmt}: {detail}") from exc

@@ -204,7 +204,6 @@ def read_dm(path: str | os.PathLike) -> Movie:
         problems.append(LUMINANCE_PROBLEM)
 
     pixel_size, pixel_unit = calibration_from_axes(info, problems)
-    n = frames.shape[0]
     times, source = None, "none"
     if len(info.shape) == 3:
         times, source = _stack_times(info, problems)

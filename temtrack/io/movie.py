@@ -185,7 +185,9 @@ class Movie:
             block = self.frames[start:stop]
             if hasattr(block, "compute"):
                 block = block.compute()
-            return np.asarray(block, dtype=np.float32)
+            # Always a fresh, writable array: a float32 memmap would otherwise come back as a
+            # read-only view of the input file.
+            return np.array(block, dtype=np.float32)
         except (MovieReadError, KeyboardInterrupt):
             raise
         except (OSError, ValueError, IndexError, KeyError, TypeError, OverflowError, MemoryError,
@@ -270,6 +272,21 @@ class Movie:
                                str(self.path), self.format, self.original_metadata, self.problems,
                                self.time_source))
         return (_call, (self.reopen,))
+
+
+def finite_frames(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Replace NaN/Inf pixels by their frame's median of finite pixels (in place).
+
+    Returns the block and the number of replaced pixels per frame, which callers report:
+    dead or hot pixels and corrupt detector reads should be flagged, not propagated into every
+    Fourier coefficient or fit.
+    """
+    bad = ~np.isfinite(block)
+    counts = bad.reshape(block.shape[0], -1).sum(axis=1)
+    for i in np.nonzero(counts)[0]:
+        good = block[i][~bad[i]]
+        block[i][bad[i]] = np.median(good) if good.size else 0.0
+    return block, counts
 
 
 class _Recalibrated:

@@ -22,7 +22,7 @@ from temtrack.errors import AnalysisError, ParameterError
 from temtrack.frame.spectrum import (WINDOWS, central_square_roi, check_roi, find_spots,
                                      measure_fringes, power_spectrum, spot_power, window_2d,
                                      windowed_roi)
-from temtrack.io.movie import Movie
+from temtrack.io.movie import Movie, finite_frames
 from temtrack.pipeline.executor import chunk_frames_for, map_frames
 from temtrack.pipeline.recipe import Recipe
 from temtrack.series.fringes import FringeSeries, track_fringes
@@ -183,6 +183,7 @@ def _fft_chunk(block: np.ndarray, start: int, *, roi, window: str, alpha: float,
                matched: bool, sigma_bins: float, batch: int = 8) -> dict:
     """Per-frame work: windowed FFT, refined lattice vectors, spot power, power-spectrum sum."""
     x, y, w, h = roi
+    block, n_nonfinite = finite_frames(block)
     win = window_2d((h, w), kind=window, alpha=alpha)
     ones = np.ones_like(win)
     wsum, norm = float(win.sum()), float(win.size * np.sum(win * win))
@@ -215,7 +216,7 @@ def _fft_chunk(block: np.ndarray, start: int, *, roi, window: str, alpha: float,
         with np.errstate(divide="ignore", invalid="ignore"):
             snr[a:b] = (m["peak_power"] / norm) / sp["background"]
     return {"g_px": g_out, "amplitude": amp, "snr": snr, "intensity": inten,
-            "power_sum": psum[None]}
+            "power_sum": psum[None], "n_nonfinite": n_nonfinite}
 
 
 def run_fft(movie: Movie, recipe: FFTRecipe | None = None, *, executor=None,
@@ -253,7 +254,7 @@ def run_fft(movie: Movie, recipe: FFTRecipe | None = None, *, executor=None,
     px = float(movie.pixel_size)
     roi = central_square_roi(movie.frame_shape) if recipe.roi is None else check_roi(recipe.roi, movie.frame_shape)
     n_ref = min(int(recipe.reference_frames), movie.n_frames)
-    ref_power = power_spectrum(movie.read(0, n_ref), roi=roi, window=recipe.window,
+    ref_power = power_spectrum(finite_frames(movie.read(0, n_ref))[0], roi=roi, window=recipe.window,
                                alpha=recipe.tukey_alpha, normalize=recipe.normalize).mean(axis=0)
     spots = find_spots(ref_power, pixel_size_nm=px, d_min_nm=recipe.d_min_nm,
                        d_max_nm=recipe.d_max_nm, max_spots=int(recipe.n_sets),
@@ -277,6 +278,10 @@ def run_fft(movie: Movie, recipe: FFTRecipe | None = None, *, executor=None,
         problems.append("no frame timing: time_s holds frame indices")
     else:
         time_s = np.asarray(movie.times_s, dtype=np.float64)
+    bad_frames = np.nonzero(out["n_nonfinite"])[0]
+    if bad_frames.size:
+        problems.append(f"{int(out['n_nonfinite'].sum())} NaN/Inf pixels in {bad_frames.size} frame(s) (first: "
+                        f"{int(bad_frames[0])}) replaced by their frame's median")
     series = track_fringes(out["g_px"], pixel_size_nm=px, time_s=time_s, intensity=out["intensity"],
                            amplitude=out["amplitude"], snr=out["snr"],
                            reference_frames=int(recipe.reference_frames),

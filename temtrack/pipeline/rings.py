@@ -377,6 +377,8 @@ def run_rings(movie: Movie, recipe: RingsRecipe | None = None, *, executor=None,
     recipe = recipe or RingsRecipe()
     recipe.validate()
     lib = library or load_library(list(recipe.phase_files) + ([recipe.library_file] if recipe.library_file else []))
+    for name in recipe.phases or ():
+        lib[name]  # noqa: B018 - an unknown phase fails here, before any frame is read
     problems = list(movie.problems)
     if movie.times_s is None:
         time_s = np.arange(movie.n_frames, dtype=np.float64)
@@ -447,8 +449,6 @@ def run_rings(movie: Movie, recipe: RingsRecipe | None = None, *, executor=None,
     # Phases: user's list, else those whose strong rings are observed (+ halos kept by the fit).
     if recipe.phases:
         names = list(recipe.phases)
-        for nme in names:
-            lib[nme]  # noqa: B018 - raises a ParameterError naming the known phases
         auto = False
     else:
         names = pf.relevant_phases([r.d_A for r in rings], lib, q_range_nm_inv=(q[0], q[-1]),

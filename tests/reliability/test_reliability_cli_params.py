@@ -84,9 +84,6 @@ def test_bad_parameter_exits_2_with_one_line(results, case):
     assert not out.exists(), "a refused command must not create its output folder"
 
 
-@pytest.mark.xfail(strict=True, reason="pipeline/rings.py: an unknown phase name is reported only after "
-                                       "every frame was processed (RingsRecipe.validate does not check "
-                                       "phase names against the library)")
 def test_unknown_phase_rejected_before_reading_frames(results):
     rc, _, stderr, _ = results["unknown-phase"]
     assert rc == 2

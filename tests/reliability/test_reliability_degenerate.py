@@ -110,11 +110,7 @@ def test_hostile_pixels_analyze(tmp_path, wire, kind):
 
 
 @pytest.mark.parametrize("kind,pipelines", [
-    ("constant", ("rings", "fft")), ("nan-inf", ("rings",)),
-    pytest.param("nan-inf", ("fft",), marks=pytest.mark.xfail(
-        strict=True, reason="pipeline/fft.py: 17 NaN/Inf pixels in the ROI make every FFT NaN and the "
-                            "run fails with a misleading 'no lattice fringes' (non-finite pixels should "
-                            "be replaced, e.g. by the ROI median, and reported)")),
+    ("constant", ("rings", "fft")), ("nan-inf", ("rings",)), ("nan-inf", ("fft",)),
 ])
 def test_hostile_pixels_rings_fft(tmp_path, rel_movies, kind, pipelines):
     saed = open_movie(rel_movies["saed"])

@@ -148,8 +148,6 @@ def test_frms6_percent_in_hdr(tmp_path):
     _contract(hdr)
 
 
-@pytest.mark.xfail(strict=True, reason="npy.py: a .npy header cut inside its dict raises tokenize's "
-                                       "TokenError from numpy.lib.format (not in open_movie's list)")
 def test_npy_truncated_header_dict(tmp_path):
     p = tmp_path / "frames.npy"
     np.save(p, np.zeros((2, 8, 8)))
