@@ -126,6 +126,19 @@ class FrontResult:
         }
 
 
+def longest_true_run(mask) -> tuple[int, int]:
+    """First and last index of the longest run of True; ``(0, -1)`` (an empty range) if there is none."""
+    best, start, rng = 0, None, (0, -1)
+    for i, m in enumerate(list(mask) + [False]):
+        if m and start is None:
+            start = i
+        elif not m and start is not None:
+            if i - start > best:
+                best, rng = i - start, (start, i - 1)
+            start = None
+    return rng
+
+
 def isotonic_increasing(y, w=None) -> np.ndarray:
     """Weighted least-squares non-decreasing fit (pool adjacent violators); NaN entries skipped."""
     y = np.asarray(y, dtype=np.float64)
@@ -153,19 +166,6 @@ def _robust_sigma(x) -> float:
     if x.size < 3:
         return float("nan")
     return float(1.4826 * np.median(np.abs(x - np.median(x))))
-
-
-def _longest_run(mask: np.ndarray) -> tuple[int, int]:
-    """First and last index of the longest run of True (-1, -1 if none)."""
-    best, cur_start, best_rng = 0, None, (-1, -1)
-    for i, m in enumerate(list(mask) + [False]):
-        if m and cur_start is None:
-            cur_start = i
-        elif not m and cur_start is not None:
-            if i - cur_start > best:
-                best, best_rng = i - cur_start, (cur_start, i - 1)
-            cur_start = None
-    return best_rng
 
 
 def _nanmean_quiet(a: np.ndarray, axis: int) -> np.ndarray:
@@ -313,14 +313,14 @@ def track_front(series, time_s, *, pixel_size_nm: float, n_reference: int | None
     d_ref = ref[0]
     med_d = np.nanmedian(d_ref) if np.isfinite(d_ref).any() else np.nan
     good_ref = np.isfinite(ref).all(axis=0) & (np.abs(d_ref - med_d) < 0.25 * med_d)
-    lo, hi = _longest_run(good_ref)
+    lo, hi = longest_true_run(good_ref)
     empty = FrontResult(time_s=time_s, position_nm=np.full(n_t, np.nan), uncertainty_nm=np.full(n_t, np.nan),
                         monotonic_nm=np.full(n_t, np.nan), flags=[FLAG_NOT_DETECTED] * n_t,
                         used_for_fit=np.zeros(n_t, bool), detected=False, message="", evidence={},
                         signature={}, transition_width_nm=float("nan"), change=np.full((n_t, n_b), np.nan),
                         bin_s_nm=s_px * pixel_size_nm, valid_s_nm=(float("nan"), float("nan")),
                         warnings=warnings)
-    if lo < 0 or hi - lo + 1 < 8:
+    if hi - lo + 1 < 8:
         empty.message = ("no reaction front detected: the wire could not be measured along the line "
                          f"(diameter fits consistent over only {max(0, hi - lo + 1)} positions)")
         return empty

@@ -41,7 +41,7 @@ from temtrack.frame.edges import (
     profile_attenuation,
 )
 from temtrack.frame.profiles import sample_strip, strip_grid
-from temtrack.series.front import _nanmean_quiet
+from temtrack.series.front import _nanmean_quiet, longest_true_run
 
 __all__ = [
     "WireLine",
@@ -238,7 +238,7 @@ def detect_wire_line(frames: np.ndarray) -> WireLine:
             raise AnalysisError("wire detection: no wire profile found along the strongest straight feature")
         med_d = np.median(fit_d[good])
         good &= np.abs(fit_d - med_d) < 0.3 * med_d
-        lo, hi = _longest_run_idx(good)
+        lo, hi = longest_true_run(good)
         sel = np.zeros_like(good)
         sel[lo:hi + 1] = True
         sel &= good
@@ -261,7 +261,7 @@ def detect_wire_line(frames: np.ndarray) -> WireLine:
     # Ends of the wire on the refined line, and which end touches the Na source.
     fit_s, fit_c, fit_d = _fits_along(img, line, half_width=half_fit)
     good = np.isfinite(fit_d) & (np.abs(fit_d - width) < 0.3 * width)
-    lo, hi = _longest_run_idx(good)
+    lo, hi = longest_true_run(good)
     s_lo, s_hi = float(fit_s[lo]), float(fit_s[hi])
     x0, y0, x1, y1 = line
     L = math.hypot(x1 - x0, y1 - y0)
@@ -453,18 +453,6 @@ def _core_attenuation(img, line, width, med):
     with np.errstate(invalid="ignore", divide="ignore"):
         # Rows entirely off the frame give NaN (without nanmean's warning).
         return -np.log(np.clip(_nanmean_quiet(strip, axis=1) / med, 1e-3, None))
-
-
-def _longest_run_idx(mask):
-    best, start, rng = 0, None, (0, -1)
-    for i, m in enumerate(list(mask) + [False]):
-        if m and start is None:
-            start = i
-        elif not m and start is not None:
-            if i - start > best:
-                best, rng = i - start, (start, i - 1)
-            start = None
-    return rng
 
 
 def _robust_line(x, y):

@@ -93,13 +93,18 @@ def test_dose40_D_interval_covers_truth_full(dose40_movie):
     _check_ci(_run(movie, truth, given_drift=False), truth, f"dose 40, angle {truth['angle_deg']:g}, full")
 
 
+def _drift_rms(res, truth) -> float:
+    """2D RMS of the estimated drift against the truth, px."""
+    ddy = res.drift_dy_px - np.asarray(truth["drift_dy_px"])
+    ddx = res.drift_dx_px - np.asarray(truth["drift_dx_px"])
+    return float(np.sqrt(np.mean(ddy ** 2 + ddx ** 2)))
+
+
 def test_dose40_full_pipeline(dose40_movie):
     pytest.importorskip("temtrack.series.drift", reason="drift estimation (issue 3 item 1) not in the tree yet")
     movie, truth = dose40_movie
     res = _run(movie, truth, given_drift=False)
-    ddy = res.drift_dy_px - np.asarray(truth["drift_dy_px"])
-    ddx = res.drift_dx_px - np.asarray(truth["drift_dx_px"])
-    drift_rms = float(np.sqrt(np.mean(ddy ** 2 + ddx ** 2)))
+    drift_rms = _drift_rms(res, truth)
     print(f"[dose 40, angle {truth['angle_deg']:g}, full] drift RMS error {drift_rms:.3f} px")
     _check_dose40(res, truth, f"dose 40, angle {truth['angle_deg']:g}, full")
 
@@ -111,9 +116,7 @@ def test_dose40_drift_accuracy(dose40_movie):
     pytest.importorskip("temtrack.series.drift", reason="drift estimation (issue 3 item 1) not in the tree yet")
     movie, truth = dose40_movie
     res = _run(movie, truth, given_drift=False)
-    ddy = res.drift_dy_px - np.asarray(truth["drift_dy_px"])
-    ddx = res.drift_dx_px - np.asarray(truth["drift_dx_px"])
-    drift_rms = float(np.sqrt(np.mean(ddy ** 2 + ddx ** 2)))
+    drift_rms = _drift_rms(res, truth)
     print(f"[dose 40, angle {truth['angle_deg']:g}, full] drift RMS error {drift_rms:.3f} px (target 0.1)")
     assert drift_rms <= 0.1
 
