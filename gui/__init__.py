@@ -1,9 +1,11 @@
 """temtrack_gui: the desktop application of temtrack (PySide6 + pyqtgraph).
 
 The GUI is a front end only: it opens movies with :func:`temtrack.open_movie`, runs the pipelines
-of :mod:`temtrack.pipeline` (``analyze``, ``rings``, ``fft``) and :mod:`temtrack.series.drift` in a
-background thread, and shows and exports their results. It holds no analysis code, so a session in
-the window and ``temtrack analyze MOVIE --recipe FILE`` give the same numbers.
+of :mod:`temtrack.pipeline` (``analyze``, ``rings``, ``fft``, ``particles``),
+:mod:`temtrack.series.drift` and :func:`temtrack.export.annotated_video.export_video` in a
+background thread, reads stimulus logs with :mod:`temtrack.series.stimulus`, and shows and exports
+the results. It holds no analysis code, so a session in the window and ``temtrack analyze MOVIE
+--recipe FILE`` (or ``temtrack particles``) give the same numbers.
 
 Modules
 -------
@@ -13,7 +15,9 @@ Modules
 ``frame_cache``  LRU frame cache filled ahead of the slider by a background thread
 ``worker``       QThread running a pipeline call with progress and cancellation
 ``session``      Qt-free helpers: recipe building, overlay geometry, result tables
-``panels/``      metadata, analysis controls, results numbers, linked result plots
+``dialogs``      Export video… options, the event marked for a stimulus log's clock offset
+``panels/``      metadata, analysis controls (wire + stimulus log, particles, fringes / SAED tabs),
+                 results numbers, linked result plots
 
 Tested versions
 ---------------

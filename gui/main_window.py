@@ -9,6 +9,7 @@ numbers come from the core's result objects.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +19,7 @@ import numpy as np
 from PySide6.QtCore import QEventLoop, QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
+    QDialog,
     QDockWidget,
     QFileDialog,
     QMainWindow,
@@ -25,6 +27,7 @@ from PySide6.QtWidgets import (
     QTabWidget,
 )
 from temtrack_gui import session
+from temtrack_gui.dialogs import ExportVideoDialog
 from temtrack_gui.panels.analysis import AnalysisPanel
 from temtrack_gui.panels.metadata import MetadataPanel
 from temtrack_gui.panels.plots import PlotsPanel
@@ -36,6 +39,9 @@ import temtrack
 from temtrack.errors import ParameterError, TemtrackError
 
 MAX_RECENT = 10
+# Plots of a stimulus log: name -> (key of align_to_frames' block, title).
+_STIMULUS_PLOTS = {"current": ("current_A", "Current"), "voltage": ("voltage_V", "Voltage"),
+                   "temperature": ("temperature_C", "Temperature")}
 
 
 def _one_line(exc: BaseException) -> str:
@@ -52,8 +58,10 @@ class MainWindow(QMainWindow):
         A movie was opened (the Movie).
     analysis_finished(object)
         The wire analysis finished (the AnalyzeResult).
-    drift_finished(object), rings_finished(object), fft_finished(object)
+    drift_finished(object), rings_finished(object), fft_finished(object), particles_finished(object)
         The other tasks finished (their result objects).
+    video_exported(str)
+        An annotated video was written (its path).
     task_ended(str, str)
         Any task ended: ``(name, outcome)`` with outcome 'ok', 'cancelled' or 'failed'.
     error_shown(str)
@@ -65,6 +73,8 @@ class MainWindow(QMainWindow):
     drift_finished = Signal(object)
     rings_finished = Signal(object)
     fft_finished = Signal(object)
+    particles_finished = Signal(object)
+    video_exported = Signal(str)
     task_ended = Signal(str, str)
     error_shown = Signal(str)
 
@@ -85,9 +95,19 @@ class MainWindow(QMainWindow):
         self.rings_json: dict | None = None
         self.fft_result = None
         self.fft_json: dict | None = None
+        self.last_video: Path | None = None
+        self.particles_result = None   # ParticlesResult
+        self.particles_json: dict | None = None
+        self.stimulus = None           # StimulusLog (temtrack.series.stimulus) beside the movie
+        self.stimulus_offset_s = 0.0   # log time = movie time + offset
+        # How the offset was set: None (typed in), ('event', movie_event_s, channel) (the core found
+        # the log's step matching a marked movie time) or ('auto',) (the analysis matches the
+        # front's onset): the recipe records the same, so the CLI derives the offset the same way.
+        self.stimulus_clock: tuple | None = None
+        self.particles_recipe_base = None  # ParticlesRecipe loaded from a file
         self.recipe_base = None        # AnalyzeRecipe loaded from a file, edited by the widgets
         self.last_recipe = None        # the recipe of the last analysis started
-        self.last_kind: str | None = None  # 'analyze', 'rings' or 'fft': what Export writes
+        self.last_kind: str | None = None  # 'analyze', 'rings', 'fft' or 'particles': what Export writes
         self.calibration_override: dict[str, float] = {}
         self.auto = False
         self.probes_nm: list[float] = []
@@ -136,8 +156,10 @@ class MainWindow(QMainWindow):
         self._refresh_recent()
         file_menu.addSeparator()
         for text, slot in (("Export &results folder…", self._export_results_dialog),
+                           ("Export &video…", self._export_video_dialog),
                            ("Export re&cipe…", self._export_recipe_dialog),
-                           ("&Load recipe…", self._load_recipe_dialog)):
+                           ("&Load recipe…", self._load_recipe_dialog),
+                           ("Load &stimulus log…", self._load_stimulus_dialog)):
             act = QAction(text, self)
             act.triggered.connect(slot)
             file_menu.addAction(act)
@@ -173,6 +195,12 @@ class MainWindow(QMainWindow):
         c.fft_roi_toggled.connect(lambda on: self.viewer.show_fft_roi(on))
         c.fft_requested.connect(lambda: self.run_fft())
         c.rings_requested.connect(lambda: self.run_rings())
+        c.particles_requested.connect(lambda: self.run_particles())
+        c.export_video_requested.connect(self._export_video_dialog)
+        c.stimulus_load_requested.connect(self._load_stimulus_dialog)
+        c.stimulus_clear_requested.connect(lambda: self.set_stimulus_log(None))
+        c.stimulus_offset_changed.connect(self.set_stimulus_offset)
+        c.stimulus_estimate_requested.connect(self._estimate_offset_dialog)
         c.cancel_requested.connect(self.cancel)
         c.export_results_requested.connect(self._export_results_dialog)
         c.export_recipe_requested.connect(self._export_recipe_dialog)
@@ -204,6 +232,9 @@ class MainWindow(QMainWindow):
         except Exception as exc:  # noqa: BLE001 - a reader bug must not close the window
             self.show_error(f"{path}: cannot open ({type(exc).__name__}: {_one_line(exc)})", "Cannot open movie")
             return False
+        self.stimulus = None  # a log belongs to the movie it was recorded with
+        self.stimulus_clock = None
+        self.controls.set_stimulus(None)
         self._set_raw_movie(movie)
         self._add_recent(path)
         self.movie_opened.emit(movie)
@@ -218,6 +249,7 @@ class MainWindow(QMainWindow):
         self.aligned = False
         self.result = self.result_json = None
         self.rings_result = self.rings_json = self.fft_result = self.fft_json = None
+        self.particles_result = self.particles_json = None
         self.last_kind = None
         self.controls.aligned_box.blockSignals(True)
         self.controls.aligned_box.setChecked(False)
@@ -230,6 +262,7 @@ class MainWindow(QMainWindow):
         self.plots.clear()
         self.plots.x_label = session.frame_axis(movie.times_s, movie.n_frames)[1]
         self._clear_overlays()
+        self._plot_stimulus()
         self.setWindowTitle(f"temtrack — {movie.path.name}")
         kind = "diffraction" if movie.is_diffraction else "image"
         self.statusBar().showMessage(f"{movie.path.name}: {movie.n_frames} frames "
@@ -343,14 +376,18 @@ class MainWindow(QMainWindow):
         """The AnalyzeRecipe the widgets describe (a loaded recipe with the widgets' changes).
 
         The calibration typed into the metadata panel goes into the recipe (``pixel_size_nm``,
-        ``frame_interval_s``) so that ``temtrack analyze --recipe`` replays it.
+        ``frame_interval_s``), and so do the stimulus log and its clock offset (``stimulus_log``,
+        ``stimulus_offset_s``, or ``stimulus_event_s`` + ``stimulus_channel`` when the offset was
+        estimated from a marked event), so that ``temtrack analyze --recipe`` replays them.
         """
         from temtrack.pipeline.analyze import AnalyzeRecipe
 
         width = float(self.controls.width_box.value())
         params: dict[str, Any] = {"auto": self.auto, "width_px": width if width > 0 else None,
                                   "probes_nm": list(self.probes_nm),
-                                  "drift": bool(self.controls.drift_box.isChecked())}
+                                  "drift": bool(self.controls.drift_box.isChecked()),
+                                  "stimulus_log": None if self.stimulus is None else str(self.stimulus.path),
+                                  **self._stimulus_clock_fields()}
         params.update(self.calibration_override)
         line = self.viewer.line()
         if self.auto:
@@ -361,11 +398,22 @@ class MainWindow(QMainWindow):
             raise ParameterError("draw the wire line (Draw line) or tick 'Auto-detect the wire' first")
         return session.build_recipe(AnalyzeRecipe, self.recipe_base, **params)
 
-    def export_recipe(self, path: str | os.PathLike) -> Path:
-        """Write the current recipe as JSON (replayable by ``temtrack analyze --recipe``)."""
+    def current_particles_recipe(self):
+        """The ParticlesRecipe the Particles tab describes (with the calibration typed in)."""
+        from temtrack.pipeline.particles import ParticlesRecipe
+
+        params = dict(self.controls.particles_params())
+        params.update(self.calibration_override)
+        return session.build_recipe(ParticlesRecipe, self.particles_recipe_base, **params)
+
+    def export_recipe(self, path: str | os.PathLike, kind: str | None = None) -> Path:
+        """Write the current recipe as JSON or YAML, replayable by the CLI (``temtrack analyze
+        --recipe`` or ``temtrack particles --recipe``; ``kind`` 'analyze' or 'particles', default
+        the analysis tab shown)."""
         from temtrack.io.results import write_json_atomic
 
-        recipe = self.current_recipe()
+        kind = kind or ("particles" if self.controls.selected_kind == "particles" else "analyze")
+        recipe = self.current_particles_recipe() if kind == "particles" else self.current_recipe()
         path = Path(path)
         if path.suffix.lower() in (".yaml", ".yml"):
             import yaml
@@ -378,11 +426,28 @@ class MainWindow(QMainWindow):
         return path
 
     def load_recipe(self, path: str | os.PathLike) -> None:
-        """Load an AnalyzeRecipe file into the widgets."""
-        from temtrack.pipeline.analyze import AnalyzeRecipe
+        """Load an ``analyze`` or ``particles`` recipe file into the widgets.
 
+        A stimulus log named by the recipe is read at once; if it cannot be, the recipe is still
+        loaded and the error is shown.
+        """
+        from temtrack.pipeline.analyze import AnalyzeRecipe
+        from temtrack.pipeline.recipe import read_recipe_mapping
+
+        kind = read_recipe_mapping(path).get("kind", "analyze")
+        if kind == "particles":
+            from temtrack.pipeline.particles import ParticlesRecipe
+
+            recipe = ParticlesRecipe.from_file(path)
+            self.particles_recipe_base = recipe
+            self.controls.set_particles_params(recipe)
+            self.controls.kind_tabs.setCurrentIndex(1)
+            return
+        if kind != "analyze":
+            raise ParameterError(f"{path}: a {kind!r} recipe; the window loads 'analyze' and 'particles' recipes")
         recipe = AnalyzeRecipe.from_file(path)
         self.recipe_base = recipe
+        self.controls.kind_tabs.setCurrentIndex(0)
         line = getattr(recipe, "line", None)
         width = getattr(recipe, "width_px", None)
         self.controls.width_box.setValue(float(width) if width else 0.0)
@@ -391,6 +456,21 @@ class MainWindow(QMainWindow):
         self.set_auto(bool(getattr(recipe, "auto", False)))
         self.set_probes(getattr(recipe, "probes_nm", None) or [])
         self.controls.drift_box.setChecked(bool(getattr(recipe, "drift", True)))
+        offset = getattr(recipe, "stimulus_offset_s", 0.0)
+        event_s = getattr(recipe, "stimulus_event_s", None)
+        if event_s is not None:
+            self.stimulus_clock = ("event", float(event_s), str(getattr(recipe, "stimulus_channel", "auto")))
+        elif offset == "auto":
+            self.stimulus_clock = ("auto",)
+        else:
+            self.stimulus_clock = None
+        self.stimulus_offset_s = float(offset) if isinstance(offset, (int, float)) else 0.0
+        self.controls.set_stimulus(None, self.stimulus_offset_s)
+        log = getattr(recipe, "stimulus_log", None)
+        if not log:
+            self.set_stimulus_log(None)
+        elif self.load_stimulus_log(log) and self.stimulus_clock and self.stimulus_clock[0] == "event":
+            self.estimate_stimulus_offset(self.stimulus_clock[1], channel=self.stimulus_clock[2])
 
     # -- tasks ------------------------------------------------------------------------------------
     @property
@@ -434,6 +514,7 @@ class MainWindow(QMainWindow):
         if generation != self._generation:  # another movie was opened meanwhile
             self.task_ended.emit(name, "cancelled")
             return
+        self.statusBar().showMessage(f"{name}: done", 8000)  # on_success may say more
         try:
             on_success(result)
         except Exception as exc:  # noqa: BLE001 - a display problem must not lose the session
@@ -441,7 +522,6 @@ class MainWindow(QMainWindow):
                             f"{type(exc).__name__}: {_one_line(exc)}")
             self.task_ended.emit(name, "failed")
             return
-        self.statusBar().showMessage(f"{name}: done", 8000)
         self.task_ended.emit(name, "ok")
 
     def _task_failed(self, name: str, message: str) -> None:
@@ -505,6 +585,12 @@ class MainWindow(QMainWindow):
     def _show_analysis(self, result) -> None:
         self.result, self.last_kind = result, "analyze"
         self.result_json = json.loads(json.dumps(result.to_json(), default=_json_default))
+        used = ((getattr(result, "stimulus", None) or {}).get("offset") or {}).get("offset_s")
+        if used is not None and self.stimulus is not None and math.isfinite(float(used)):
+            # The offset the analysis used (given, from the event, or matched to the front's onset):
+            # the plots show the log with it, and the recipe keeps how it was obtained.
+            self.stimulus_offset_s = float(used)
+            self.controls.set_stimulus(self.controls.stimulus_edit.text() or None, self.stimulus_offset_s)
         self.results.show_analyze(self.result_json)
         self.right_tabs.setCurrentWidget(self.results)
         drift = self._drift_from_analysis(result)
@@ -564,6 +650,7 @@ class MainWindow(QMainWindow):
         if dseries:
             self.plots.add_curves("diameter", "Diameters", t, dseries, y_label="diameter (nm)",
                                   dashed=("pristine", "sodiated"), legend_offset=(-5, -5))
+        self._plot_stimulus()
         kymo = np.asarray(r.series.kymograph, dtype=float)
         s_nm = np.asarray(r.kymograph_s_nm, dtype=float)
         if kymo.ndim == 2 and kymo.size:
@@ -669,6 +756,7 @@ class MainWindow(QMainWindow):
         self.results.show_rings(data)
         self.right_tabs.setCurrentWidget(self.results)
         self.plots.clear()
+        self._plot_stimulus()
         t = np.asarray(getattr(result, "time_s", None) if getattr(result, "time_s", None) is not None
                        else session.frame_axis(self.raw_movie.times_s, self.raw_movie.n_frames)[0], dtype=float)
         qmap, q = getattr(result, "profiles", None), getattr(result, "q_nm_inv", None)
@@ -723,6 +811,7 @@ class MainWindow(QMainWindow):
         fr = data.get("fringes") or {}
         t = fr.get("time_s") or []
         self.plots.clear()
+        self._plot_stimulus()
         sets = fr.get("sets") or []
         if sets:
             self.plots.add_curves("fringe_d", "Fringe spacing", t,
@@ -736,10 +825,349 @@ class MainWindow(QMainWindow):
         self.plots.set_cursor(self._frame_x(self.viewer.current))
         self.fft_finished.emit(result)
 
+    # -- particles --------------------------------------------------------------------------------
+    def run_particles(self, wait: bool = False, timeout_s: float | None = None, recipe=None):
+        """Run ``temtrack.pipeline.particles.run_particles`` on the raw movie with the Particles tab's
+        recipe (or ``recipe``). Returns the result when ``wait`` (None if it failed), else the task."""
+        from temtrack.pipeline.particles import run_particles
+
+        if self.raw_movie is None:
+            self.show_error("open a movie first")
+            return None
+        if recipe is None:
+            try:
+                recipe = self.current_particles_recipe()
+            except TemtrackError as exc:
+                self.show_error(_one_line(exc), "Bad particles parameters")
+                return None
+        movie = self.raw_movie
+
+        def func(progress, cancel):
+            return run_particles(movie, recipe, progress=progress, cancel=cancel)
+
+        task = self._start("particles", func, self._show_particles, wait, timeout_s)
+        if wait:
+            return self.particles_result if task is not None and task.error is None else None
+        return task
+
+    def _show_particles(self, result) -> None:
+        from temtrack.pipeline.particles import particles_results_json
+
+        self.particles_result, self.last_kind = result, "particles"
+        data = json.loads(json.dumps(particles_results_json(result), default=_json_default))
+        self.particles_json = data
+        if self.drift is None and getattr(result, "drift_source", "") == "estimated":
+            from temtrack.series.drift import DriftResult
+
+            # The drift the particles were followed with: the aligned view can use it.
+            self.drift = DriftResult.from_json(data["drift"])
+            self.controls.aligned_box.setEnabled(True)
+        self.results.show_particles(data)
+        self.right_tabs.setCurrentWidget(self.results)
+        self.plots.clear()
+        t = np.asarray(result.time_s, dtype=float)
+        ids = [int(i) for i in result.ids]
+        many = len(ids) > 12  # a legend of dozens of ids hides the curves
+        if ids:
+            self.plots.add_curves("particle_area", "Particle areas", t,
+                                  {f"#{i}": result.area_nm2[:, k] for k, i in enumerate(ids)},
+                                  y_label="area (nm²)", legend=not many, legend_offset=(5, 5))
+            self.plots.add_curves("particle_expansion", "Volume expansion", t,
+                                  {f"#{i}": 100 * np.asarray(result.volume_expansion[:, k], float)
+                                   for k, i in enumerate(ids)},
+                                  y_label="volume expansion (%)", legend=False)
+        self._plot_stimulus()
+        self._plot_drift(_Shifts(np.asarray(result.drift_dy_px, float), np.asarray(result.drift_dx_px, float), t))
+        self.plots.set_cursor(self._frame_x(self.viewer.current))
+        self._on_frame(self.viewer.current)
+        self.statusBar().showMessage(f"particles: {result.n_particles} tracked, "
+                                     f"{int(np.sum(result.cracked))} cracked", 8000)
+        self.particles_finished.emit(result)
+
+    # -- stimulus log (current / voltage) -----------------------------------------------------------
+    def load_stimulus_log(self, path: str | os.PathLike) -> bool:
+        """Read a potentiostat / biasing-holder log and plot it on the movie's time axis.
+
+        Errors go to a dialog. Returns True when the log was read.
+        """
+        from temtrack.series.stimulus import read_stimulus_log
+
+        path = Path(path)
+        channel = getattr(self.recipe_base, "stimulus_log_channel", None)
+        try:
+            log = read_stimulus_log(path.resolve(), **({"channel": channel} if channel else {}))
+        except TemtrackError as exc:
+            self.show_error(_one_line(exc), "Cannot read the stimulus log")
+            return False
+        except Exception as exc:  # noqa: BLE001 - a reader bug must not close the window
+            self.show_error(f"{path}: cannot read the log ({type(exc).__name__}: {_one_line(exc)})",
+                            "Cannot read the stimulus log")
+            return False
+        self.set_stimulus_log(log)
+        return True
+
+    def set_stimulus_log(self, log) -> None:
+        """Use ``log`` (a StimulusLog) as the session's stimulus, or drop it with None."""
+        self.stimulus = log
+        self.controls.set_stimulus(None if log is None else str(log.path))
+        if log is None:
+            self.plots.clear(list(_STIMULUS_PLOTS))
+            return
+        self._plot_stimulus()
+        trace = self.stimulus_trace()
+        if trace is not None and trace["fraction_of_frames_covered"] == 0:
+            self.statusBar().showMessage(f"{log.path.name}: the log covers none of the frames at an offset of "
+                                         f"{self.stimulus_offset_s:g} s (log time = movie time + offset)", 15000)
+
+    def set_stimulus_offset(self, offset_s: float) -> None:
+        """Type in the clock offset between log and movie: log time = movie time + ``offset_s``."""
+        self.stimulus_clock = None
+        self._set_offset(offset_s)
+
+    def _set_offset(self, offset_s: float) -> None:
+        self.stimulus_offset_s = float(offset_s)
+        if abs(self.controls.offset_box.value() - self.stimulus_offset_s) > 1e-9:
+            self.controls.set_stimulus(self.controls.stimulus_edit.text() or None, self.stimulus_offset_s)
+        self._plot_stimulus()
+
+    def _stimulus_clock_fields(self) -> dict:
+        """The recipe's clock-offset fields for the way the offset was set."""
+        clock = self.stimulus_clock
+        if clock and clock[0] == "event":
+            return {"stimulus_offset_s": 0.0, "stimulus_event_s": float(clock[1]), "stimulus_channel": clock[2]}
+        if clock and clock[0] == "auto":
+            return {"stimulus_offset_s": "auto", "stimulus_event_s": None}
+        return {"stimulus_offset_s": float(self.stimulus_offset_s), "stimulus_event_s": None}
+
+    def estimate_stimulus_offset(self, movie_event_s: float, *, channel: str = "auto"):
+        """Set the offset from an event seen at movie time ``movie_event_s`` (s): the core finds the
+        matching step in the log (:func:`temtrack.series.stimulus.estimate_clock_offset_from_event`).
+
+        Returns the core's ClockOffset, or None (error dialog) when no step is found.
+        """
+        from temtrack_gui.panels.analysis import stimulus_event_estimator
+
+        estimator = stimulus_event_estimator()
+        if estimator is None:
+            self.show_error("this temtrack cannot estimate the clock offset from an event")
+            return None
+        if self.stimulus is None:
+            self.show_error("load a stimulus log first")
+            return None
+        dt = self.raw_movie.frame_interval_s if self.raw_movie is not None else None
+        try:
+            clock = estimator(self.stimulus, float(movie_event_s), channel=channel,
+                              movie_event_uncertainty_s=(dt or 0.0) / math.sqrt(12.0))
+        except TemtrackError as exc:
+            self.show_error(_one_line(exc), "Cannot estimate the clock offset")
+            return None
+        self.stimulus_clock = ("event", float(movie_event_s), channel)
+        self._set_offset(clock.offset_s)
+        self.statusBar().showMessage(
+            f"clock offset {clock.offset_s:.4g} ± {clock.uncertainty_s:.2g} s: log step at "
+            f"{clock.log_event_s:.4g} s ({clock.event.channel if clock.event else channel}) matched to movie "
+            f"time {float(movie_event_s):.4g} s", 15000)
+        return clock
+
+    def stimulus_trace(self) -> dict | None:
+        """The log at the movie's frame times (``align_to_frames``), or None without a log or timing."""
+        if self.stimulus is None or self.raw_movie is None or self.raw_movie.times_s is None:
+            return None
+        from temtrack.series.stimulus import align_to_frames
+
+        return align_to_frames(self.stimulus, np.asarray(self.raw_movie.times_s, dtype=float),
+                               offset_s=self.stimulus_offset_s)
+
+    def _plot_stimulus(self) -> None:
+        """Current, voltage (and temperature) plots beside the others: same time axis, same cursor."""
+        if self.stimulus is None or self.raw_movie is None:
+            return
+        trace = self.stimulus_trace()
+        if trace is None:
+            self.statusBar().showMessage("the movie has no frame timing: set the frame interval to place the "
+                                         "stimulus log on its time axis", 15000)
+            return
+        t = trace["time_s"]
+        for name, (key, title) in _STIMULUS_PLOTS.items():
+            values = trace.get(key)
+            if values is None:
+                if name in self.plots.plots:
+                    self.plots.clear([name])
+                continue
+            values = np.asarray(values, dtype=float)
+            if name == "current":
+                factor, unit = session.current_scale(values)
+                values, label = factor * values, f"current ({unit})"
+            else:
+                label = {"voltage": "voltage (V)", "temperature": "temperature (°C)"}[name]
+            plot = self.plots.plots.get(name)
+            same_axis = plot is not None and plot.getAxis("left").labelText == label
+            if not (same_axis and self.plots.update_curves(name, t, {name: values})):
+                self.plots.add_curves(name, title, t, {name: values}, y_label=label, legend=False)
+        self.plots.set_cursor(self._frame_x(self.viewer.current))
+
+    def _load_stimulus_dialog(self) -> None:
+        if self.raw_movie is None:
+            self.show_error("open a movie first")
+            return
+        path, _ = QFileDialog.getOpenFileName(self, "Load stimulus log", str(self.settings.value("last_dir", "")),
+                                              "Logs (*.csv *.txt *.tsv *.dat *.log);;All files (*)")
+        if path:
+            self.load_stimulus_log(path)
+
+    def _estimate_offset_dialog(self) -> None:
+        """Ask for the movie time of an event (default: the frame shown) and the log channel."""
+        from temtrack_gui.dialogs import EventDialog
+
+        if self.stimulus is None or self.raw_movie is None:
+            self.show_error("load a stimulus log first")
+            return
+        dialog = EventDialog(self._frame_x(self.viewer.current), channels=("auto", *self.stimulus.channels, "note"),
+                             parent=self)
+        if dialog.exec() == QDialog.DialogCode.Accepted:
+            self.estimate_stimulus_offset(dialog.time_box.value(), channel=dialog.channel_box.currentText())
+
+    # -- annotated video --------------------------------------------------------------------------
+    def export_video(self, path: str | os.PathLike, *, aligned: bool | None = None, fps: float | None = None,
+                     frames: range | None = None, crop=None, contrast="viewer", scale_bar: bool = True,
+                     timestamp: bool = True, overlays: bool = True, stimulus_chart: str | None = None,
+                     wait: bool = False, timeout_s: float | None = None):
+        """Write an annotated MP4 or GIF with :func:`temtrack.export.annotated_video.export_video`.
+
+        Parameters
+        ----------
+        path : path-like
+            ``.mp4`` or ``.gif``.
+        aligned : bool, optional
+            Drift-corrected frames (default: as the viewer shows). The session's drift estimate is
+            used; without one the drift is estimated first (in the worker).
+        fps : float, optional
+            Output frame rate (default real time, 2-30 fps); the speed-up is printed beside the time.
+        frames : range, optional
+            0-based frame range (default all).
+        crop : [x, y, w, h] or None
+            Region in px (clipped to the frame).
+        contrast : 'viewer', (lo, hi) or None
+            The viewer's current levels, fixed limits, or percentiles of a few frames.
+        scale_bar, timestamp, overlays : bool
+            Overlays are those of the last wire analysis (front, wire edges, probes), if any.
+        stimulus_chart : {'current', 'voltage', 'temperature', 'auto'} or None
+            A strip chart of the stimulus log under the frames (the log at the frame times).
+
+        Returns the written path when ``wait`` (None if it failed), else the running task.
+        """
+        from temtrack.export.annotated_video import export_video
+
+        if self.raw_movie is None:
+            self.show_error("open a movie first")
+            return None
+        title = "Cannot export the video"
+        out = Path(path)
+        if out.suffix.lower() not in (".mp4", ".gif"):
+            self.show_error(f"{out}: the video must be a .mp4 or .gif file", title)
+            return None
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            self.show_error(f"{out.parent}: cannot create the folder ({exc.strerror or exc})", title)
+            return None
+        if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+            self.show_error(f"{out}: not writable", title)
+            return None
+        raw = self.raw_movie
+        aligned = self.aligned if aligned is None else bool(aligned)
+        if isinstance(contrast, str) and contrast == "viewer":
+            contrast = session.contrast_from_levels(self.viewer.image.getLevels(), self.viewer.log_display)
+        overlay = None
+        if overlays and self.result is not None and not raw.is_diffraction:
+            try:
+                overlay = session.video_overlay(self.result, raw.n_frames, self.drift)
+            except TemtrackError as exc:
+                self.show_error(_one_line(exc), title)
+                return None
+        if crop is not None:
+            crop = session.clip_rect(crop, raw.frame_shape)
+            if crop is None:
+                self.show_error("the crop rectangle lies outside the frame", title)
+                return None
+        extra = {}
+        if stimulus_chart:
+            from temtrack.export import annotated_video
+
+            trace = self.stimulus_trace()
+            if trace is None or getattr(annotated_video, "Trace", None) is None:
+                self.show_error("no stimulus log on the movie's time axis to chart", title)
+                return None
+            try:
+                extra["trace"] = annotated_video.Trace.from_results({"stimulus": trace}, stimulus_chart)
+            except TemtrackError as exc:
+                self.show_error(_one_line(exc), title)
+                return None
+        drift = self.drift
+
+        def func(progress, cancel):
+            used = drift
+            movie = raw
+            if aligned:
+                from temtrack.series.drift import aligned_movie, estimate_drift
+
+                if used is None:
+                    used = _call_with_supported(estimate_drift, raw, progress=progress, cancel=cancel)
+                movie = aligned_movie(raw, used, crop=False)
+            try:
+                written = export_video(movie, out, fps=fps, frames=frames, crop=crop, contrast=contrast,
+                                       scale_bar=scale_bar, timestamp=timestamp, overlay=overlay,
+                                       overlay_on_raw=not aligned, progress=progress, cancel=cancel, **extra)
+            except OSError as exc:
+                raise ParameterError(f"{out}: cannot write the video ({exc.strerror or exc})") from None
+            return written, used
+
+        task = self._start("export video", func, self._video_written, wait, timeout_s)
+        if wait:
+            return self.last_video if task is not None and task.error is None else None
+        return task
+
+    def _video_written(self, outcome) -> None:
+        path, drift = outcome
+        self.last_video = Path(path)
+        if self.drift is None and drift is not None:
+            self.drift = drift  # estimated for the export: the aligned view can use it too
+            self.controls.aligned_box.setEnabled(True)
+        self.statusBar().showMessage(f"video written to {path}", 15000)
+        self.video_exported.emit(str(path))
+
+    def _export_video_dialog(self) -> None:
+        if self.raw_movie is None:
+            self.show_error("open a movie first")
+            return
+        m = self.raw_movie
+        start = Path(str(self.settings.value("last_dir", "") or m.path.parent))
+        dialog = ExportVideoDialog(m, start / f"{m.path.stem}_annotated.mp4", aligned=self.aligned,
+                                   has_drift=self.drift is not None,
+                                   has_overlays=self.result is not None and not m.is_diffraction,
+                                   roi=self.viewer.fft_rect(), parent=self,
+                                   charts=self._chartable_channels())
+        if dialog.exec() != QDialog.DialogCode.Accepted:
+            return
+        o = dialog.options()
+        self.export_video(o.path, aligned=o.aligned, fps=o.fps, frames=o.frames, crop=o.crop,
+                          contrast="viewer" if o.viewer_contrast else None, scale_bar=o.scale_bar,
+                          timestamp=o.timestamp, overlays=o.overlays, stimulus_chart=o.stimulus_chart)
+
+    def _chartable_channels(self) -> list[str]:
+        """Stimulus channels the video can chart (none when this core cannot draw a strip chart)."""
+        from temtrack.export import annotated_video
+
+        trace = self.stimulus_trace()
+        if trace is None or getattr(annotated_video, "Trace", None) is None:
+            return []
+        keys = {"current": "current_A", "voltage": "voltage_V", "temperature": "temperature_C"}
+        return [name for name, key in keys.items() if trace.get(key) is not None]
+
     # -- export -----------------------------------------------------------------------------------
     def export_results(self, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path | None:
         """Write the results folder of the last finished analysis, as the CLI does (``temtrack
-        analyze``, ``rings`` or ``fft``: results.json, CSV tables, figures)."""
+        analyze``, ``rings``, ``fft`` or ``particles``: results.json, CSV tables, figures)."""
         out = Path(out_dir)
         try:
             if self.last_kind == "analyze":
@@ -751,6 +1179,9 @@ class MainWindow(QMainWindow):
             elif self.last_kind == "fft":
                 from temtrack.pipeline.fft import write_fft_results
                 path = write_fft_results(self.fft_result, out, overwrite=overwrite)
+            elif self.last_kind == "particles":
+                from temtrack.pipeline.particles import write_particles_results
+                path = write_particles_results(self.particles_result, out, overwrite=overwrite)
             else:
                 raise ParameterError("nothing to export yet: run an analysis first")
         except TemtrackError as exc:
@@ -773,7 +1204,10 @@ class MainWindow(QMainWindow):
 
     def _export_recipe_dialog(self) -> None:
         try:
-            self.current_recipe()
+            if self.controls.selected_kind == "particles":
+                self.current_particles_recipe()
+            else:
+                self.current_recipe()
         except TemtrackError as exc:
             self.show_error(_one_line(exc), "Cannot export the recipe")
             return
@@ -817,6 +1251,7 @@ class MainWindow(QMainWindow):
         self.viewer.set_front(None)
         self.viewer.set_edges([])
         self.viewer.set_diffraction(None)
+        self.viewer.set_particles(None)
 
     def _on_frame(self, index: int) -> None:
         if self.plots.plots:
@@ -825,6 +1260,10 @@ class MainWindow(QMainWindow):
             self._update_wire_overlay(index)
         if self.rings_result is not None:
             self._update_diffraction_overlay(index)
+        if self.particles_result is not None:
+            # Drawn from the stored fits: nothing is measured while scrubbing.
+            self.viewer.set_particles(session.particle_outlines(self.particles_result, index,
+                                                                aligned=self.aligned))
 
     def _shift_for(self, index: int) -> tuple[float, float]:
         """Where frame-0 coordinates are in the displayed frame: shifted by the drift when the raw

@@ -264,3 +264,144 @@ def nice_length(target: float) -> float:
 
 def as_list(values: Iterable | None) -> list | None:
     return None if values is None else [float(v) for v in values]
+
+
+# -- annotated video ---------------------------------------------------------------------------------
+def per_movie_frame(values, frame_index, n_frames: int) -> np.ndarray:
+    """Values measured at ``frame_index`` (an analysed frame range) spread onto every movie frame.
+
+    Row ``k`` of ``values`` goes to movie frame ``frame_index[k]``; frames outside the analysed
+    range are NaN. Works for 1-D series and for (frames, positions) maps.
+    """
+    values = np.asarray(values, dtype=float)
+    out = np.full((int(n_frames), *values.shape[1:]), np.nan)
+    idx = np.asarray(frame_index, dtype=int)
+    ok = (idx >= 0) & (idx < n_frames)
+    out[idx[ok]] = values[: idx.size][ok]
+    return out
+
+
+def video_overlay(result, n_frames: int, drift=None):
+    """The :class:`temtrack.export.annotated_video.Overlay` of an ``analyze`` result for a movie of
+    ``n_frames``: wire axis, front, edges and probes, with the drift of the result (or ``drift``,
+    a DriftResult of the whole movie, outside the analysed range)."""
+    from temtrack.export.annotated_video import Overlay
+
+    line = (getattr(result, "wire", None) or {}).get("line_px")
+    px = getattr(result, "pixel_size_nm", None)
+    if line is None or not px:
+        raise TemtrackError("the analysis has no wire line or pixel size to draw")
+    frames = np.asarray(result.frame_index)
+    dy = dx = None
+    if drift is not None and len(getattr(drift, "dy_px", [])) == n_frames:
+        dy, dx = np.asarray(drift.dy_px, float).copy(), np.asarray(drift.dx_px, float).copy()
+    if getattr(result, "drift_dy_px", None) is not None:
+        ady = per_movie_frame(result.drift_dy_px, frames, n_frames)
+        adx = per_movie_frame(result.drift_dx_px, frames, n_frames)
+        dy = ady if dy is None else np.where(np.isfinite(ady), ady, dy)
+        dx = adx if dx is None else np.where(np.isfinite(adx), adx, dx)
+    if dy is not None:
+        # Outside the known drift the overlay stays where frame 0 put it.
+        dy, dx = np.nan_to_num(dy, nan=0.0), np.nan_to_num(dx, nan=0.0)
+    diameter = getattr(result, "diameter", None)
+    dmap, s_nm = getattr(diameter, "map_nm", None), getattr(diameter, "s_nm", None)
+    probes = tuple(float(p) for p in (getattr(diameter, "probes", None) or {}))
+    return Overlay(line_px=[float(v) for v in line], pixel_size_nm=float(px),
+                   front_nm=per_movie_frame(result.front.position_nm, frames, n_frames),
+                   probes_nm=probes, dy_px=dy, dx_px=dx,
+                   edge_s_nm=None if dmap is None or s_nm is None else np.asarray(s_nm, float),
+                   edge_diameter_nm=None if dmap is None or s_nm is None else per_movie_frame(dmap, frames, n_frames))
+
+
+def clip_rect(rect: Sequence[float], frame_shape: Sequence[int]) -> list[int] | None:
+    """``[x, y, w, h]`` (px) clipped to a frame of ``(rows, cols)``; None when nothing is left."""
+    x, y, w, h = (int(round(float(v))) for v in rect)
+    rows, cols = (int(v) for v in frame_shape)
+    x0, y0 = max(0, x), max(0, y)
+    x1, y1 = min(cols, x + w), min(rows, y + h)
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
+def contrast_from_levels(levels, log_display: bool) -> tuple[float, float]:
+    """The viewer's display levels as counts: undo the log(1 + I) of the log display."""
+    lo, hi = (float(v) for v in levels)
+    if log_display:
+        lo, hi = math.expm1(lo), math.expm1(hi)
+    if not hi > lo:
+        hi = lo + 1.0
+    return lo, hi
+
+
+# -- stimulus log ------------------------------------------------------------------------------------
+def current_scale(current_A) -> tuple[float, str]:
+    """(factor, unit) so that ``factor * current_A`` reads in A, mA, µA, nA or pA."""
+    values = np.abs(np.asarray(current_A, dtype=float))
+    values = values[np.isfinite(values) & (values > 0)]
+    top = float(np.max(values)) if values.size else 1.0
+    for factor, unit in ((1.0, "A"), (1e3, "mA"), (1e6, "µA"), (1e9, "nA")):
+        if top * factor >= 1.0:
+            return factor, unit
+    return 1e12, "pA"
+
+
+# -- particles ---------------------------------------------------------------------------------------
+_UNIT_CIRCLE = np.exp(1j * np.linspace(0.0, 2.0 * np.pi, 49))
+
+
+def particle_outlines(result, index: int, *, aligned: bool) -> dict:
+    """Outlines and labels of the tracked particles in frame ``index``, from a ParticlesResult.
+
+    Each particle is drawn as the circle of its fitted equivalent diameter around its fitted
+    centre. ``aligned`` gives frame-0 coordinates (the drift-corrected view), else the frame's own
+    pixel coordinates. Returns ``x``, ``y`` (all circles in one polyline, NaN between circles),
+    and per particle ``label_xy`` (N, 2), ``ids`` and ``cracked``; particles without a fit in this
+    frame are left out.
+    """
+    n_frames = len(result.time_s)
+    if not 0 <= index < n_frames:
+        return {"x": np.array([]), "y": np.array([]), "label_xy": np.zeros((0, 2)), "ids": [], "cracked": []}
+    cy = np.asarray(result.y_px[index], float).copy()
+    cx = np.asarray(result.x_px[index], float).copy()
+    if aligned:
+        cy -= float(result.drift_dy_px[index])
+        cx -= float(result.drift_dx_px[index])
+    r_px = 0.5 * np.asarray(result.equivalent_diameter_nm[index], float) / float(result.pixel_size_nm)
+    ok = np.isfinite(cx) & np.isfinite(cy) & np.isfinite(r_px) & (r_px > 0)
+    k = np.flatnonzero(ok)
+    ring = np.concatenate([_UNIT_CIRCLE, [np.nan]])
+    circles = (cx[k, None] + 1j * cy[k, None]) + r_px[k, None] * ring[None, :]
+    xs = np.where(np.isnan(ring)[None, :], np.nan, circles.real).ravel()
+    ys = np.where(np.isnan(ring)[None, :], np.nan, circles.imag).ravel()
+    # Labels sit on the upper-right of each outline, clear of the particle.
+    label_xy = np.column_stack([cx[k] + 0.7 * r_px[k], cy[k] - 0.7 * r_px[k]])
+    return {"x": xs, "y": ys, "label_xy": label_xy, "ids": [int(result.ids[j]) for j in k],
+            "cracked": [bool(result.cracked[j]) for j in k]}
+
+
+def particle_rows(data: dict) -> list[tuple[str, str, float | None]]:
+    """(label, text, value) rows for the results panel from a particles ``results.json`` mapping."""
+    summary = data.get("summary") or {}
+    rows = [("particles", str(summary.get("n_particles", 0)), summary.get("n_particles")),
+            ("cracked", str(summary.get("n_cracked", 0)), summary.get("n_cracked")),
+            ("with onset", str(summary.get("n_with_onset", 0)), summary.get("n_with_onset"))]
+    for key, label in (("final_volume_expansion_mean", "volume expansion (mean)"),
+                       ("final_volume_expansion_median", "volume expansion (median)")):
+        v = summary.get(key)
+        rows.append((label, "–" if v is None else f"{100 * float(v):.1f} %", v))
+    return rows
+
+
+def particle_text(p: dict) -> str:
+    """One line per particle: initial size, final expansion, onset, cracking."""
+    parts = [f"d0 = {_fmt(p.get('initial_equivalent_diameter_nm'), 3)} nm"]
+    ve = p.get("final_volume_expansion")
+    if ve is not None and math.isfinite(float(ve)):
+        parts.append(f"ΔV = {100 * float(ve):.0f} %")
+    onset = p.get("onset_s")
+    if onset is not None and math.isfinite(float(onset)):
+        parts.append(f"onset {_fmt(onset, 3)} s")
+    if p.get("cracked"):
+        parts.append("cracked")
+    return ", ".join(parts)

@@ -112,8 +112,12 @@ class ImageViewer(QWidget):
         self.edge_curves = [pg.PlotCurveItem(pen=pg.mkPen("#76ff03", width=1.5)) for _ in range(4)]
         self.centre_marker = pg.ScatterPlotItem(size=18, symbol="+", pen=pg.mkPen("#ff1744", width=2))
         self.ring_curves: list[pg.PlotCurveItem] = []
+        # Particles: every outline in one polyline (NaN-separated), cracked ones in a second.
+        self.particle_curve = pg.PlotCurveItem(pen=pg.mkPen("#00e5ff", width=1.5), connect="finite")
+        self.cracked_curve = pg.PlotCurveItem(pen=pg.mkPen("#ff1744", width=1.5), connect="finite")
+        self.particle_labels: list[pg.TextItem] = []
         for item in (*self.width_curves, self.probe_points, self.front_marker, *self.edge_curves,
-                     self.centre_marker):
+                     self.centre_marker, self.particle_curve, self.cracked_curve):
             item.setZValue(15)
             item.setVisible(False)
             self.plot.addItem(item)
@@ -433,6 +437,45 @@ class ImageViewer(QWidget):
             else:
                 curve.setData([], [])
             curve.setVisible(i < len(segments))
+
+    def set_particles(self, outlines: dict | None) -> None:
+        """Draw particle outlines and id labels (``session.particle_outlines``); None clears them.
+
+        Label items are kept and re-used from frame to frame (creating text items per frame
+        would dominate the frame time).
+        """
+        if outlines is None or len(outlines.get("ids", ())) == 0:
+            for c in (self.particle_curve, self.cracked_curve):
+                c.setData([], [])
+                c.setVisible(False)
+            for t in self.particle_labels:
+                t.setVisible(False)
+            return
+        x, y = np.asarray(outlines["x"], float), np.asarray(outlines["y"], float)
+        cracked = np.asarray(outlines["cracked"], bool)
+        per = x.size // max(1, cracked.size)  # points per outline, NaN separator included
+        mask = np.repeat(cracked, per)
+        for curve, sel in ((self.particle_curve, ~mask), (self.cracked_curve, mask)):
+            curve.setData(x[sel], y[sel], connect="finite")
+            curve.setVisible(bool(sel.any()))
+        ids, xy = outlines["ids"], np.asarray(outlines["label_xy"], float)
+        while len(self.particle_labels) < len(ids):
+            label = pg.TextItem(color="#ffd600", anchor=(0, 1), fill=pg.mkBrush(0, 0, 0, 140))
+            font = label.textItem.font()
+            font.setBold(True)
+            label.setFont(font)
+            label.setZValue(16)
+            self.plot.addItem(label)
+            self.particle_labels.append(label)
+        for j, label in enumerate(self.particle_labels):
+            if j < len(ids):
+                label.setText(str(ids[j]))
+                label.setPos(float(xy[j, 0]), float(xy[j, 1]))
+            label.setVisible(j < len(ids))
+
+    def particle_labels_shown(self) -> list[str]:
+        """Texts of the visible particle labels (tests)."""
+        return [t.toPlainText() for t in self.particle_labels if t.isVisible()]
 
     def set_diffraction(self, centre_xy, radii_px=(), labels=()) -> None:
         """Mark the pattern centre and overlay rings of the given radii (pixels)."""

@@ -1,4 +1,5 @@
-"""Run one core call (analysis, drift, rings, FFT) in a QThread with progress and cancellation.
+"""Run one core call (analysis, drift, rings, FFT, particles, video export) in a QThread with
+progress and cancellation.
 
 The core's long functions take ``progress(done, total)`` and ``cancel`` (a ``threading.Event``) and
 raise :class:`temtrack.errors.Cancelled` when it is set; this thread forwards both to Qt signals,

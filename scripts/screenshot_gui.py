@@ -6,8 +6,10 @@ Without a display the script re-runs itself under ``xvfb-run`` when that is inst
 falls back to Qt's offscreen platform, which renders the same widgets without a window manager).
 It opens ``sample_movies/nanowire_sodiation.tif`` (or renders the same synthetic movie into a
 temporary folder when the sample is absent), draws the wire line from the movie's ground truth,
-runs the analysis in the window's worker thread, switches to the drift-corrected view, moves to a
-frame 70% through the movie and grabs the window.
+loads a potentiostat log written for the screenshot (a constant current switched on when the
+reaction starts, on a clock 3 s ahead of the movie's; the offset is found from that event), runs
+the analysis in the window's worker thread, switches to the drift-corrected view, moves to a frame
+70% through the movie and grabs the window.
 """
 from __future__ import annotations
 
@@ -44,7 +46,27 @@ def sample_movie(folder: Path) -> tuple[Path, dict]:
     return path, json.loads(json.dumps(truth, default=float))
 
 
-def take_screenshot(out: Path, *, size=(1600, 1000)) -> Path:
+def demo_log(folder: Path, truth: dict, offset_s: float = 3.0) -> Path:
+    """A potentiostat CSV for the screenshot: -20 nA from the front's onset (truth t0) on, the
+    potential relaxing towards 0.1 V after it, sampled at 10 Hz on a clock ``offset_s`` ahead."""
+    import numpy as np
+
+    t0 = float((truth.get("kinetics") or {}).get("t0_s") or truth.get("t0_s") or 5.0)
+    duration = float(truth.get("n_frames", 120)) * float(truth.get("frame_interval_s", 0.5))
+    t_log = np.arange(0.0, duration + offset_s + 5.0, 0.1)
+    t_movie = t_log - offset_s
+    on = t_movie >= t0
+    rng = np.random.default_rng(1)
+    current_nA = np.where(on, -20.0, 0.0) + 0.3 * rng.normal(size=t_log.size)
+    voltage = np.where(on, 0.1 + 0.5 * np.exp(-np.clip(t_movie - t0, 0, None) / 15.0), 0.6)
+    voltage = voltage + 0.002 * rng.normal(size=t_log.size)
+    path = folder / "potentiostat.csv"
+    path.write_text("time/s,Ewe/V,<I>/nA\n" + "\n".join(f"{a:.2f},{b:.4f},{c:.3f}" for a, b, c in
+                                                        zip(t_log, voltage, current_nA)) + "\n")
+    return path, t0
+
+
+def take_screenshot(out: Path, *, size=(1600, 1100)) -> Path:
     from PySide6.QtCore import QBuffer, QByteArray, QIODevice, QSettings
     from temtrack_gui.app import make_app
     from temtrack_gui.main_window import MainWindow
@@ -62,6 +84,13 @@ def take_screenshot(out: Path, *, size=(1600, 1000)) -> Path:
             raise SystemExit(f"cannot open {movie}")
         window.set_line(*truth["line_px"], truth["d0_nm"] / truth["pixel_size_nm"])
         window.set_probes([40.0, 80.0])
+        log, t0 = demo_log(Path(tmp), truth)
+        if window.load_stimulus_log(log):
+            from temtrack_gui.panels.analysis import stimulus_event_estimator
+            if stimulus_event_estimator() is not None:
+                window.estimate_stimulus_offset(t0)  # the current switched on when the front started
+            else:
+                window.set_stimulus_offset(3.0)
         window.controls.drift_box.setChecked(importlib.util.find_spec("temtrack.series.drift") is not None)
         result = window.run_analysis(wait=True, timeout_s=600)
         if result is None:

@@ -18,6 +18,8 @@ from temtrack_gui.session import (
     flat_rows,
     format_with_ci,
     kinetics_rows,
+    particle_rows,
+    particle_text,
 )
 
 
@@ -149,6 +151,24 @@ class ResultsPanel(QWidget):
             self._add("crystalline fraction (last frame)", f"{cf[-1]:.3f}", cf[-1])
         for p in data.get("problems") or []:
             self._add("problem", str(p))
+
+    def show_particles(self, data: dict) -> None:
+        """Fill the table from a particles ``results.json`` mapping: counts, then one row per particle."""
+        self.clear()
+        self.title.setText(f"particles: {(data.get('provenance') or {}).get('file', '')}")
+        self._section("summary")
+        for label, text, value in particle_rows(data):
+            self._add(label, text, value, bold=label == "particles")
+        particles = data.get("particles") or []
+        if particles:
+            self._section("particles (id)")
+        for p in particles:
+            self._add(f"particle {p.get('id')}", particle_text(p), p.get("initial_equivalent_diameter_nm"))
+        problems = data.get("problems") or []
+        if problems:
+            self._section("problems")
+            for text in problems:
+                self._add("problem", str(text))
 
     def value(self, label: str):
         """The number behind row ``label`` (e.g. ``'D'``), or None."""

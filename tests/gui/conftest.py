@@ -74,3 +74,23 @@ def nanowire_movie(tmp_path_factory):
     save_movie_tiff(path, frames, pixel_size=0.8, pixel_unit="nm", frame_interval_s=0.5)
     save_truth(path, truth)
     return path, truth
+
+
+def _write_stimulus_log(path, *, step_log_s: float = 12.0, duration_s: float = 40.0):
+    """A potentiostat-style CSV: current switched on (-0.5 mA) at log time ``step_log_s``, a
+    voltage ramp, one sample every 0.1 s."""
+    import numpy as np
+
+    t = np.arange(0.0, duration_s, 0.1)
+    current_mA = np.where(t >= step_log_s, -0.5, 0.0) + 0.002 * np.random.default_rng(0).normal(size=t.size)
+    voltage_V = 1.0 - 0.01 * t
+    rows = "\n".join(f"{a:.3f},{b:.5f},{c:.6f}" for a, b, c in zip(t, voltage_V, current_mA))
+    path = Path(path)
+    path.write_text("# exported by a potentiostat\ntime/s,Ewe/V,<I>/mA\n" + rows + "\n")
+    return path
+
+
+@pytest.fixture
+def write_stimulus_log():
+    """``write_stimulus_log(path, step_log_s=12.0)`` writes a small potentiostat CSV log."""
+    return _write_stimulus_log

@@ -154,11 +154,21 @@ def _results_kinetics(folder: Path) -> dict:
     return json.loads((folder / "results.json").read_text())["kinetics"]
 
 
-def test_full_session_open_draw_run_export_replay(window, nanowire_movie, dialogs, qtbot, tmp_path):
+def test_full_session_open_draw_run_export_replay(window, nanowire_movie, dialogs, qtbot, tmp_path,
+                                                  write_stimulus_log):
     """The issue's acceptance test: the numbers in the window are those the CLI replays."""
     pytest.importorskip("temtrack.pipeline.analyze")
+    from temtrack_gui.panels.analysis import stimulus_event_estimator
+
     path, truth = nanowire_movie
     assert window.open_movie(path)
+    # A potentiostat log whose clock runs 5 s ahead of the movie's: the offset comes from the
+    # event (current switched on, seen at movie time 7 s) when the core can find it, else typed.
+    assert window.load_stimulus_log(write_stimulus_log(tmp_path / "potentiostat.csv", step_log_s=12.0))
+    if stimulus_event_estimator() is not None:
+        assert window.estimate_stimulus_offset(7.0) is not None
+    else:
+        window.controls.offset_box.setValue(5.0)
     x0, y0, x1, y1 = truth["line_px"]
     width_px = truth["d0_nm"] / truth["pixel_size_nm"]
     window.set_line(x0, y0, x1, y1, width_px)
@@ -187,7 +197,16 @@ def test_full_session_open_draw_run_export_replay(window, nanowire_movie, dialog
     assert 0.7 * D_true < D_panel < 1.3 * D_true
 
     # Linked plots: cursor follows the frame; a click jumps to the nearest frame.
-    assert {"front", "kymograph", "drift"} <= set(window.plots.plots)
+    assert {"front", "kymograph", "drift", "current", "voltage"} <= set(window.plots.plots)
+    # Current and voltage beside the front: the analysis' own values at the frame times.
+    stim = window.result.stimulus
+    assert stim["offset_s"] == pytest.approx(window.stimulus_offset_s, abs=1e-12)
+    x, current = window.plots.curve_data("current", "current")
+    np.testing.assert_allclose(x, window.result.time_s)
+    assert window.plots.plots["current"].getAxis("left").labelText == "current (µA)"
+    np.testing.assert_allclose(current, 1e6 * np.asarray(stim["current_A"], float), equal_nan=True)
+    np.testing.assert_allclose(window.plots.curve_data("voltage", "voltage")[1], stim["voltage_V"], equal_nan=True)
+    assert window.plots.plots["current"].getViewBox().linkedView(0) is window.plots.plots["front"].getViewBox()
     window.set_frame(30)
     assert window.plots.cursors["front"].value() == pytest.approx(15.0)
     window.plots.click_plot("front", 20.2)
@@ -211,6 +230,7 @@ def test_full_session_open_draw_run_export_replay(window, nanowire_movie, dialog
     recipe_path = window.export_recipe(tmp_path / "recipe.json")
     recipe = json.loads(recipe_path.read_text())
     assert recipe["kind"] == "analyze" and recipe["probes_nm"] == [40.0]
+    assert recipe["stimulus_log"] == str((tmp_path / "potentiostat.csv").resolve())
     assert recipe["line"] == pytest.approx([x0, y0, x1, y1], abs=1e-3)
 
     # Replay headless with the CLI: the same numbers.
@@ -227,6 +247,27 @@ def test_full_session_open_draw_run_export_replay(window, nanowire_movie, dialog
     for key in ("D_nm2_per_s", "t0_s", "n"):
         assert cli_kin[key] == pytest.approx(kin[key], rel=1e-9), key
     assert cli_kin["ci95"]["D_nm2_per_s"] == pytest.approx(kin["ci95"]["D_nm2_per_s"], rel=1e-9)
+    # ... and the same stimulus: offset and current at the frame times.
+    cli_stim = json.loads((cli_out / "results.json").read_text())["stimulus"]
+    print(f"CLI replay: log offset {cli_stim['offset_s']:.6f} s, GUI: {stim['offset_s']:.6f} s")
+    assert cli_stim["offset_s"] == pytest.approx(stim["offset_s"], abs=1e-9)
+    np.testing.assert_allclose(np.array([np.nan if v is None else v for v in cli_stim["current_A"]], float),
+                               np.asarray(stim["current_A"], float), rtol=1e-9, equal_nan=True)
+
+    # An annotated GIF with the analysis' overlays: the wire edges are drawn (green), and only there.
+    import imageio.v3 as iio
+
+    def green_pixels(gif):
+        rgb = iio.imread(gif, index=None)[..., :3].astype(int)
+        return int(np.sum((rgb[..., 1] > 200) & (rgb[..., 0] < 180) & (rgb[..., 2] < 100)))
+
+    with_overlays = window.export_video(tmp_path / "overlays.gif", frames=range(36, 40), overlays=True,
+                                        wait=True, timeout_s=60)
+    without = window.export_video(tmp_path / "plain.gif", frames=range(36, 40), overlays=False, wait=True,
+                                  timeout_s=60)
+    assert with_overlays is not None and without is not None and not dialogs, dialogs
+    assert iio.imread(with_overlays, index=None).shape[0] == 4
+    assert green_pixels(with_overlays) > 100 and green_pixels(without) == 0
 
     # Loading the recipe back restores the widgets.
     window.viewer.clear_line()
@@ -234,6 +275,7 @@ def test_full_session_open_draw_run_export_replay(window, nanowire_movie, dialog
     window.load_recipe(recipe_path)
     assert window.viewer.line() == pytest.approx([x0, y0, x1, y1], abs=1e-3)
     assert window.probes_nm == [40.0] and window.controls.width_box.value() == pytest.approx(width_px, abs=0.1)
+    assert window.stimulus is not None and window.stimulus_offset_s == pytest.approx(stim["offset_s"], abs=1e-9)
 
 
 @pytest.mark.skipif(not HAS_DRIFT, reason="temtrack.series.drift not available yet")

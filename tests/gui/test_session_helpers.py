@@ -119,3 +119,50 @@ def test_frame_cache_float_frames_and_bounds():
     finally:
         cache.close()
     assert math.isfinite(float(cache.get(0).sum()))  # still readable (synchronously) after close
+
+
+def test_video_and_stimulus_helpers():
+    from temtrack_gui import session
+
+    assert session.clip_rect([-5, 10, 50, 300], (200, 100)) == [0, 10, 45, 190]
+    assert session.clip_rect([150, 10, 20, 20], (200, 100)) is None
+    assert session.contrast_from_levels((2.0, 1.0), False) == (2.0, 3.0)  # never an empty range
+    lo, hi = session.contrast_from_levels((math.log1p(10.0), math.log1p(1000.0)), True)
+    assert (lo, hi) == (pytest.approx(10.0), pytest.approx(1000.0))
+    assert session.current_scale([0.0, -5e-4]) == (1e6, "µA")
+    assert session.current_scale([2e-3, np.nan]) == (1e3, "mA")
+    assert session.current_scale([3e-13]) == (1e12, "pA")
+    # Series of an analysed frame range spread onto the whole movie (NaN elsewhere).
+    out = session.per_movie_frame(np.array([[1.0, 2.0], [3.0, 4.0]]), [2, 3], 5)
+    assert out.shape == (5, 2) and np.isnan(out[[0, 1, 4]]).all() and out[3].tolist() == [3.0, 4.0]
+
+
+class _FakeParticles:
+    """The fields of a ParticlesResult that the overlay reads."""
+
+    def __init__(self):
+        self.time_s = np.array([0.0, 1.0])
+        self.pixel_size_nm = 0.5
+        self.ids = np.array([3, 7])
+        self.x_px = np.array([[10.0, 40.0], [12.0, np.nan]])
+        self.y_px = np.array([[20.0, 50.0], [21.0, 52.0]])
+        self.equivalent_diameter_nm = np.array([[4.0, 6.0], [5.0, 6.0]])
+        self.drift_dy_px = np.array([0.0, 1.0])
+        self.drift_dx_px = np.array([0.0, 2.0])
+        self.cracked = np.array([False, True])
+
+
+def test_particle_outlines_from_the_fits():
+    from temtrack_gui import session
+
+    res = _FakeParticles()
+    o = session.particle_outlines(res, 0, aligned=False)
+    assert o["ids"] == [3, 7] and o["cracked"] == [False, True] and o["x"].size == 2 * 50
+    ring0 = np.column_stack([o["x"][:48], o["y"][:48]])
+    np.testing.assert_allclose(np.hypot(ring0[:, 0] - 10.0, ring0[:, 1] - 20.0), 4.0)  # 2 nm / 0.5 nm/px
+    np.testing.assert_allclose(np.hypot(o["x"][50:98] - 40.0, o["y"][50:98] - 50.0), 6.0)
+    # Frame 1: particle 7 has no fit; the aligned view moves the outline back by the drift.
+    o = session.particle_outlines(res, 1, aligned=True)
+    assert o["ids"] == [3]
+    assert np.mean(o["x"][:48]) == pytest.approx(10.0) and np.mean(o["y"][:48]) == pytest.approx(20.0)
+    assert session.particle_outlines(res, 5, aligned=False)["ids"] == []
