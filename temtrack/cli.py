@@ -64,6 +64,23 @@ def _positive_int(text):
     return v
 
 
+def _offset(text):
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds or 'auto', got {text!r}") from None
+
+
+def _figure_formats(text):
+    formats = [f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()]
+    bad = [f for f in formats if f not in ("png", "svg", "pdf")]
+    if bad or not formats:
+        raise argparse.ArgumentTypeError(f"--figure-formats: choose among png, svg, pdf, got {text!r}")
+    return tuple(f for f in formats if f != "png")
+
+
 def _key_value(text):
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"--set expects KEY=VALUE, got {text!r}")
@@ -103,9 +120,13 @@ def _run_args(p):
     p.add_argument("--scheduler", metavar="ADDR", help="run on a dask.distributed scheduler, e.g. tcp://host:8786")
     p.add_argument("--dask", action="store_true", help="run on a dask.distributed LocalCluster (see --workers)")
     p.add_argument("--memory-budget-mb", type=_positive, metavar="MB",
-                   help="memory for frames in flight (default 1024)")
+                   help="bound on the frames being processed and their working arrays, on all workers "
+                        "together (default 1024); not counted: the program itself (~100 MB), the results "
+                        "and the page cache of memory-mapped files")
     p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
                    help="no progress bar (for batches)")
+    p.add_argument("--figure-formats", type=_figure_formats, metavar="png,svg,pdf",
+                   help="figure files: PNG always, plus SVG (default) and/or PDF, e.g. png,svg,pdf")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -145,9 +166,21 @@ def build_parser() -> argparse.ArgumentParser:
                                                                      "where diameter vs time is reported")
     p.add_argument("--prefactor", type=_positive, help="P in x^2 = P D (t - t0) (default 2)")
     p.add_argument("--no-drift", action="store_true", help="skip drift correction")
-    p.add_argument("--stimulus-log", type=Path, metavar="CSV",
-                   help="potentiostat or biasing-holder log (time + current and/or voltage columns)")
-    p.add_argument("--log-offset", type=float, metavar="S", help="clock offset: log time = movie time + S")
+    p.add_argument("--stimulus-log", type=Path, metavar="LOG",
+                   help="potentiostat or biasing-holder CSV (time + current and/or voltage columns), a Protochips "
+                        "log or a DENSsolutions heater log")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--log-offset", type=_offset, metavar="S|auto",
+                   help="clock offset: log time = movie time + S; 'auto' matches the front's onset (kinetics t0) "
+                        "to the first step in the log's current (or voltage, temperature)")
+    g.add_argument("--log-event-s", type=float, metavar="T",
+                   help="movie time (s) of an event seen in the movie (bias on, contact); the log's largest step "
+                        "gives the clock offset")
+    p.add_argument("--log-event-channel", choices=["auto", "current", "voltage", "temperature", "note"],
+                   help="log channel the event is found in (default auto: current, else voltage, else temperature; "
+                        "'note': the first note of a Protochips log)")
+    p.add_argument("--log-holder-channel", metavar="NAME",
+                   help="Protochips holder channel to read (A, B); default the one that carried a current")
 
     p = sub.add_parser("rings", help="diffraction ring evolution, d-spacings, phase fractions and onsets (SAED movies)")
     _common_movie_args(p)
@@ -184,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--crop", type=_roi, metavar="X,Y,W,H", help="region in px")
     p.add_argument("--contrast", type=lambda t: _floats(t, 2, "--contrast LO,HI"), metavar="LO,HI",
                    help="display limits in counts (default: 0.5-99.5 percentiles)")
+    p.add_argument("--trace", choices=["auto", "current", "voltage", "temperature", "none"], default="auto",
+                   help="strip chart of the log under the movie, with a moving cursor (needs --results of an analyze "
+                        "run with --stimulus-log; default auto: current, else voltage, else temperature)")
     p.add_argument("--no-scale-bar", action="store_true")
     p.add_argument("--no-timestamp", action="store_true")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -271,7 +307,9 @@ def _run_pipeline(args, run, write, recipe, desc):
         close = getattr(executor, "close", None)
         if close:
             close()
-    out = write(result, args.out, overwrite=args.overwrite)
+    from temtrack.io.results import figure_formats
+    with figure_formats(args.figure_formats):
+        out = write(result, args.out, overwrite=args.overwrite)
     return result, out
 
 
@@ -348,7 +386,8 @@ def cmd_analyze(args) -> int:
                "prefactor": args.prefactor, "pixel_size_nm": args.pixel_size,
                "frame_interval_s": args.frame_interval, "drift_roi": args.drift_roi,
                "stimulus_log": str(args.stimulus_log) if args.stimulus_log else None,
-               "stimulus_offset_s": args.log_offset}
+               "stimulus_offset_s": args.log_offset, "stimulus_event_s": args.log_event_s,
+               "stimulus_channel": args.log_event_channel, "stimulus_log_channel": args.log_holder_channel}
     if args.frames:
         options["frames"] = _frames_option(args.frames)
     flags = {}
@@ -449,7 +488,7 @@ def _frames_option(text: str) -> list[int]:
 
 
 def cmd_export_video(args) -> int:
-    from temtrack.export.annotated_video import Overlay, export_video
+    from temtrack.export.annotated_video import Overlay, Trace, export_video
     if args.out.exists() and not args.overwrite:
         raise TemtrackError(f"{args.out}: exists (use --overwrite)")
     movie = _open(args)
@@ -458,6 +497,9 @@ def cmd_export_video(args) -> int:
         from temtrack.pipeline.recipe import read_json_file
         results = read_json_file(args.results / "results.json")
     overlay = Overlay.from_results(results) if results else None
+    trace = Trace.from_results(results, args.trace) if results and args.trace != "none" else None
+    if args.trace not in ("auto", "none") and not results:
+        raise ParameterError(f"--trace {args.trace} needs --results DIR of an analyze run with a stimulus log")
     if args.aligned:
         from temtrack.series.drift import DriftResult, aligned_movie, estimate_drift
         drift_json = (results or {}).get("drift") or {}
@@ -471,7 +513,7 @@ def cmd_export_video(args) -> int:
         out = export_video(movie, args.out, fps=args.fps, frames=_frame_range(args.frames, movie.n_frames),
                            crop=args.crop, contrast=args.contrast, scale_bar=not args.no_scale_bar,
                            timestamp=not args.no_timestamp, overlay=overlay, overlay_on_raw=not args.aligned,
-                           progress=progress)
+                           trace=trace, progress=progress)
     finally:
         progress.close()
     print(f"movie written to {out}")

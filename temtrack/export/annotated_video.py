@@ -6,7 +6,9 @@ written under a temporary name and renamed when complete, so an interrupted expo
 
 Annotations: a scale bar of a round length (1, 2 or 5 x 10^k nm), the time stamp, the speed-up
 factor against real time, and optional overlays from an ``analyze`` result: the wire axis, the
-reaction-front position and the probe points, moved with the drift when the raw movie is shown.
+reaction-front position, the wire's edges and the probe points, moved with the drift when the raw
+movie is shown; and a strip chart of the logged current, voltage or temperature under the image
+with a cursor at each frame's time (:class:`Trace`).
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ _WHITE = (255, 255, 255)
 _FRONT = (255, 80, 40)     # RGB
 _AXIS = (80, 200, 255)
 _PROBE = (255, 220, 0)
+_EDGE = (120, 255, 0)
 
 
 def round_scale_bar_nm(field_width_nm: float, fraction: float = 0.2) -> float:
@@ -60,7 +63,9 @@ class Overlay:
 
     ``line_px`` = [x0, y0, x1, y1] from the contact; ``front_nm`` per frame (NaN = none);
     ``probes_nm`` positions along the wire; ``pixel_size_nm`` converts nm along the wire to px;
-    ``dy_px``/``dx_px`` the drift, applied when drawing on raw frames.
+    ``dy_px``/``dx_px`` the drift, applied when drawing on raw frames; ``edge_s_nm`` (positions
+    along the wire) and ``edge_diameter_nm`` (per frame x position, NaN = not measured) draw the
+    wire's two edges, the axis offset by half the measured diameter on each side.
     """
 
     line_px: list
@@ -69,6 +74,8 @@ class Overlay:
     probes_nm: tuple = ()
     dy_px: np.ndarray | None = None
     dx_px: np.ndarray | None = None
+    edge_s_nm: np.ndarray | None = None
+    edge_diameter_nm: np.ndarray | None = None
 
     @classmethod
     def from_results(cls, results: dict) -> "Overlay":
@@ -113,7 +120,7 @@ def annotated_frames(movie: Movie, *, frames: range | None = None, crop: tuple |
                      contrast: tuple[float, float] | None = None, percentiles=(0.5, 99.5),
                      scale_bar: bool = True, timestamp: bool = True, speed_up: float | None = None,
                      overlay: Overlay | None = None, overlay_on_raw: bool = True,
-                     upscale: int | None = None) -> Iterator[np.ndarray]:
+                     upscale: int | None = None, trace: "Trace | None" = None) -> Iterator[np.ndarray]:
     """Yield annotated RGB uint8 frames.
 
     Parameters
@@ -135,6 +142,9 @@ def annotated_frames(movie: Movie, *, frames: range | None = None, crop: tuple |
         Add the drift to overlay positions (True for raw frames, False for aligned ones).
     upscale : int, optional
         Integer zoom (nearest) so small frames get readable text; default makes them >= 480 px.
+    trace : Trace, optional
+        A logged current / voltage / temperature drawn as a strip chart below the image, with a
+        cursor at each frame's time (the frames grow by the strip's height).
     """
     import cv2
 
@@ -179,6 +189,9 @@ def annotated_frames(movie: Movie, *, frames: range | None = None, crop: tuple |
                         font_scale, _WHITE, thick, cv2.LINE_AA)
         if overlay is not None:
             _draw_overlay(rgb, overlay, i, overlay_on_raw, x0c, y0c, zoom, thick)
+        if trace is not None and movie.times_s is not None:
+            span = (float(movie.times_s[frames.start]), float(movie.times_s[frames.stop - 1]))
+            rgb = np.vstack([rgb, trace.strip(out_w, float(movie.times_s[i]), span, font_scale, thick)])
         yield rgb
 
 
@@ -192,6 +205,8 @@ def _draw_overlay(rgb, ov: Overlay, i: int, raw: bool, x0c: int, y0c: int, zoom:
     length_nm = math.hypot(x1 - x0, y1 - y0) * ov.pixel_size_nm
     cv2.line(rgb, to_px(ov.point(0, i, raw)), to_px(ov.point(length_nm, i, raw)), _AXIS, max(1, thick // 2),
              cv2.LINE_AA)
+    if ov.edge_s_nm is not None and ov.edge_diameter_nm is not None and i < len(ov.edge_diameter_nm):
+        _draw_edges(rgb, ov, i, raw, to_px, thick)
     for p in ov.probes_nm:
         cv2.circle(rgb, to_px(ov.point(p, i, raw)), 4 * thick, _PROBE, thick, cv2.LINE_AA)
     if ov.front_nm is not None and i < len(ov.front_nm) and np.isfinite(ov.front_nm[i]):
@@ -201,6 +216,126 @@ def _draw_overlay(rgb, ov: Overlay, i: int, raw: bool, x0c: int, y0c: int, zoom:
         a = (cx - uy * half, cy + ux * half)
         b = (cx + uy * half, cy - ux * half)
         cv2.line(rgb, to_px(a), to_px(b), _FRONT, thick + 1, cv2.LINE_AA)
+
+
+def _draw_edges(rgb, ov: Overlay, i: int, raw: bool, to_px, thick: int):
+    import cv2
+
+    x0, y0, x1, y1 = ov.line_px
+    length = math.hypot(x1 - x0, y1 - y0)
+    if length == 0:
+        return
+    ux, uy = (x1 - x0) / length, (y1 - y0) / length
+    s_px = np.asarray(ov.edge_s_nm, float) / ov.pixel_size_nm
+    half = 0.5 * np.asarray(ov.edge_diameter_nm[i], float) / ov.pixel_size_nm
+    if half.shape != s_px.shape:
+        return
+    cx, cy = x0 + ux * s_px, y0 + uy * s_px
+    if raw and ov.dx_px is not None and i < len(ov.dx_px):
+        cx, cy = cx + ov.dx_px[i], cy + ov.dy_px[i]
+    ok = np.isfinite(half) & np.isfinite(cx) & np.isfinite(cy)
+    for side in (-1.0, 1.0):
+        ex, ey = cx - side * half * uy, cy + side * half * ux
+        # One polyline per run of measured positions: gaps stay gaps.
+        for run in np.split(np.flatnonzero(ok), np.flatnonzero(np.diff(np.flatnonzero(ok)) > 1) + 1):
+            if run.size >= 2:
+                pts = np.array([to_px((ex[j], ey[j])) for j in run], dtype=np.int32)
+                cv2.polylines(rgb, [pts], False, _EDGE, max(1, thick // 2), cv2.LINE_AA)
+
+
+_TRACE_COLORS = {"current": (255, 90, 90), "voltage": (110, 170, 255), "temperature": (255, 170, 60)}
+_TRACE_UNITS = {"current": ("current_A", "A"), "voltage": ("voltage_V", "V"), "temperature": ("temperature_C", "C")}
+
+
+@dataclass
+class Trace:
+    """A logged quantity for the strip chart under the frames, on the movie's clock.
+
+    ``time_s`` movie times, ``values`` in ``unit`` (already scaled, e.g. uA), ``quantity`` one of
+    'current', 'voltage', 'temperature'.
+    """
+
+    time_s: np.ndarray
+    values: np.ndarray
+    quantity: str
+    unit: str
+
+    @classmethod
+    def from_results(cls, results: dict, quantity: str = "auto") -> "Trace | None":
+        """The ``stimulus`` block of an ``analyze`` ``results.json`` (None when there is none).
+
+        ``quantity``: 'current', 'voltage', 'temperature' or 'auto' (the first of them logged).
+        """
+        st = results.get("stimulus") or {}
+        names = list(_TRACE_UNITS) if quantity == "auto" else [quantity]
+        if quantity != "auto" and quantity not in _TRACE_UNITS:
+            raise ParameterError(f"trace must be 'auto', 'current', 'voltage' or 'temperature', got {quantity!r}")
+        for name in names:
+            key, unit = _TRACE_UNITS[name]
+            raw = st.get(key)
+            if raw is None or st.get("time_s") is None:
+                continue
+            v = np.asarray([np.nan if x is None else x for x in raw], dtype=float)
+            if not np.isfinite(v).any():
+                continue
+            factor, prefix = 1.0, ""
+            if unit != "C":
+                top = float(np.nanmax(np.abs(v)))
+                for factor, prefix in ((1.0, ""), (1e3, "m"), (1e6, "u"), (1e9, "n"), (1e12, "p")):
+                    if top == 0 or top * factor >= 1.0:
+                        break
+            return cls(time_s=np.asarray(st["time_s"], float), values=v * factor, quantity=name,
+                       unit=prefix + unit)
+        if quantity != "auto":
+            raise ParameterError(f"the results have no logged {quantity} to draw")
+        return None
+
+    def strip(self, width: int, now_s: float, span_s: tuple[float, float], font_scale: float,
+              thick: int) -> np.ndarray:
+        """An RGB strip ``width`` px wide: the trace over ``span_s``, a cursor and the value at ``now_s``."""
+        import cv2
+
+        height = max(48, int(round(width * 0.18)))
+        img = np.zeros((height, width, 3), np.uint8)
+        fs = 0.8 * font_scale
+        pad = int(6 + 10 * fs)
+        x_left, x_right = pad, width - pad
+        y_top, y_bot = pad + int(14 * fs), height - pad // 2
+        t0, t1 = span_s
+        if not t1 > t0:
+            t1 = t0 + 1.0
+        sel = (self.time_s >= t0) & (self.time_s <= t1)
+        v = self.values[sel]
+        finite = v[np.isfinite(v)]
+        v_lo, v_hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+        if v_hi - v_lo < 1e-12 * max(1.0, abs(v_hi)):
+            v_lo, v_hi = v_lo - 1.0, v_hi + 1.0
+
+        def xy(t, val):
+            x = x_left + (t - t0) / (t1 - t0) * (x_right - x_left)
+            y = y_bot - (val - v_lo) / (v_hi - v_lo) * (y_bot - y_top)
+            return x, y
+
+        cv2.rectangle(img, (x_left, y_top), (x_right, y_bot), (70, 70, 70), 1)
+        color = _TRACE_COLORS.get(self.quantity, _WHITE)
+        xs, ys = xy(self.time_s[sel], v)
+        ok = np.isfinite(ys)
+        idx = np.flatnonzero(ok)
+        for run in np.split(idx, np.flatnonzero(np.diff(idx) > 1) + 1):
+            if run.size >= 2:
+                pts = np.round(np.column_stack([xs[run], ys[run]])).astype(np.int32)
+                cv2.polylines(img, [pts], False, color, max(1, thick), cv2.LINE_AA)
+        cx = int(round(xy(min(max(now_s, t0), t1), 0.0)[0]))
+        cv2.line(img, (cx, y_top), (cx, y_bot), _WHITE, 1, cv2.LINE_8)
+        now = np.interp(now_s, self.time_s, self.values, left=np.nan, right=np.nan) if self.time_s.size else np.nan
+        text = f"{self.quantity} ({self.unit})" + (f": {now:.3g}" if np.isfinite(now) else "")
+        cv2.putText(img, text, (x_left, y_top - 4), cv2.FONT_HERSHEY_SIMPLEX, fs, _WHITE, max(1, thick - 1),
+                    cv2.LINE_AA)
+        rng = f"{v_lo:.3g} .. {v_hi:.3g}"
+        (tw, _), _ = cv2.getTextSize(rng, cv2.FONT_HERSHEY_SIMPLEX, fs, max(1, thick - 1))
+        cv2.putText(img, rng, (x_right - tw, y_top - 4), cv2.FONT_HERSHEY_SIMPLEX, fs, (170, 170, 170),
+                    max(1, thick - 1), cv2.LINE_AA)
+        return img
 
 
 def export_video(movie: Movie, out_path: str | os.PathLike, *, fps: float | None = None,

@@ -75,6 +75,38 @@ def _dict_section(title: str, d: dict) -> str:
     return f"<h2>{html.escape(title)}</h2>" + _kv_table(rows) if rows else ""
 
 
+def _last_finite(values):
+    for v in reversed(values or []):
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            return float(v)
+    return None
+
+
+def _stimulus_section(st: dict) -> str:
+    """The log beside the movie: which file, how its clock was aligned, the charge at the end."""
+    off = st.get("offset") or {"offset_s": st.get("offset_s"), "method": "given"}
+    u = off.get("uncertainty_s")
+    how = html.escape(str(off.get("method", "given")))
+    if off.get("channel"):
+        how += f", {html.escape(str(off['channel']))} step at log time {_fmt(off.get('log_event_s'))} s"
+        if off.get("movie_event_s") is not None:
+            how += f" matched to movie time {_fmt(off.get('movie_event_s'))} s"
+    rows = [("log file", _fmt(Path(str(st.get("log_file", ""))).name)),
+            ("log kind", _fmt(st.get("source", "csv"))),
+            ("clock offset (s)", f"{_fmt(off.get('offset_s'))}" + (f" ± {_fmt(u)}" if u else "")
+             + " <small>(log time = movie time + offset)</small>"),
+            ("offset from", how),
+            ("frames covered by the log", _fmt(100.0 * st["fraction_of_frames_covered"]) + " %"
+             if isinstance(st.get("fraction_of_frames_covered"), (int, float)) else "–")]
+    for key, label in (("charge_C", "charge passed by the last frame (C)"),
+                       ("reacted_volume_nm3", "reacted volume at the last frame (nm³)"),
+                       ("na_per_nm3", "Na per nm³ implied at the last frame")):
+        v = _last_finite(st.get(key))
+        if v is not None:
+            rows.append((label, _fmt(v)))
+    return "<h2>Stimulus log</h2>" + _kv_table(rows)
+
+
 def _figures(folder: Path) -> str:
     parts = []
     for f in sorted(folder.iterdir()):
@@ -113,6 +145,8 @@ def render_report(results_dir: str | os.PathLike) -> str:
         parts.append(_dict_section("Diameters", diameter))
     if isinstance(results.get("expansion"), dict):
         parts.append(_dict_section("Expansion", results["expansion"]))
+    if isinstance(results.get("stimulus"), dict):
+        parts.append(_stimulus_section(results["stimulus"]))
     if isinstance(results.get("onsets_s"), dict):
         parts.append("<h2>Phase onsets</h2>" + _kv_table([(k, f"{_fmt(v)} s") for k, v in results["onsets_s"].items()]))
     rings = results.get("rings")

@@ -110,12 +110,41 @@ def write_csv_atomic(path: str | os.PathLike, columns: Mapping[str, Sequence]) -
     return write_bytes_atomic(path, buf.getvalue().encode("utf-8"))
 
 
-def save_figure_atomic(fig, path: str | os.PathLike, *, vector_formats: Sequence[str] = ("svg",),
+#: Formats written beside every PNG figure (see :func:`figure_formats`).
+FIGURE_VECTOR_FORMATS = ("svg", "pdf", "eps")
+_vector_formats = ["svg"]
+
+
+@contextlib.contextmanager
+def figure_formats(vector_formats: Sequence[str] | None):
+    """Within the block, :func:`save_figure_atomic` writes ``vector_formats`` beside each PNG.
+
+    ``None`` leaves the current choice (SVG by default); ``()`` writes PNG only. The choice is
+    process-wide (results are written by one thread at a time), so a front end can set it around
+    a pipeline's ``write_*_results`` call.
+    """
+    if vector_formats is None:
+        yield
+        return
+    formats = [str(f).lower().lstrip(".") for f in vector_formats]
+    bad = [f for f in formats if f not in FIGURE_VECTOR_FORMATS]
+    if bad:
+        raise TemtrackError(f"figure formats {bad} not supported (choose among {list(FIGURE_VECTOR_FORMATS)})")
+    previous = list(_vector_formats)
+    _vector_formats[:] = formats
+    try:
+        yield
+    finally:
+        _vector_formats[:] = previous
+
+
+def save_figure_atomic(fig, path: str | os.PathLike, *, vector_formats: Sequence[str] | None = None,
                        **kwargs) -> Path:
     """Save a matplotlib figure atomically (format from the suffix).
 
     A raster figure (``.png``) is also written in each of ``vector_formats`` beside it (same stem),
-    because papers want vector figures and reports want PNG; pass ``vector_formats=()`` to skip.
+    because papers want vector figures and reports want PNG; default SVG, or what
+    :func:`figure_formats` chose (e.g. SVG and PDF); pass ``vector_formats=()`` to skip.
     """
     path = Path(path)
     fmt = path.suffix.lstrip(".").lower() or "png"
@@ -123,9 +152,14 @@ def save_figure_atomic(fig, path: str | os.PathLike, *, vector_formats: Sequence
     fig.savefig(buf, format=fmt, **kwargs)
     out = write_bytes_atomic(path, buf.getvalue())
     if fmt == "png":
-        for vec in vector_formats:
+        for vec in (_vector_formats if vector_formats is None else vector_formats):
             vbuf = io.BytesIO()
-            fig.savefig(vbuf, format=vec, **{k: v for k, v in kwargs.items() if k != "dpi"})
+            # Fixed metadata dates keep vector files byte-identical between runs of the same data.
+            meta = {"svg": {"Date": None}, "pdf": {"CreationDate": None}}.get(vec)
+            import matplotlib
+            with matplotlib.rc_context({"svg.hashsalt": "temtrack"}):  # element ids stable too
+                fig.savefig(vbuf, format=vec, **({"metadata": meta} if meta else {}),
+                            **{k: v for k, v in kwargs.items() if k != "dpi"})
             write_bytes_atomic(path.with_suffix("." + vec), vbuf.getvalue())
     return out
 

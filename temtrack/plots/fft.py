@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _figure(size=(6.0, 3.6)):
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=size, layout="constrained")
-    return fig, fig.add_subplot()
+from temtrack.plots._style import LINE_SIZE, new_figure, styled
 
 
+def _figure(size=LINE_SIZE):
+    return new_figure(size)
+
+
+@styled
 def fringe_spacing_figure(time_s, d_nm, *, labels=None):
     """Fringe spacing (pm for readability) of each set against time."""
     fig, ax = _figure()
@@ -22,6 +23,7 @@ def fringe_spacing_figure(time_s, d_nm, *, labels=None):
     return fig
 
 
+@styled
 def expansion_figure(time_s, expansion_pct, mean_pct=None, *, labels=None):
     """Lattice expansion (%) of each set and their mean against time."""
     fig, ax = _figure()
@@ -37,6 +39,7 @@ def expansion_figure(time_s, expansion_pct, mean_pct=None, *, labels=None):
     return fig
 
 
+@styled
 def crystalline_fraction_figure(time_s, fraction):
     """Crystalline fraction (relative Bragg power) against time."""
     fig, ax = _figure()
@@ -47,6 +50,7 @@ def crystalline_fraction_figure(time_s, fraction):
     return fig
 
 
+@styled
 def power_spectrum_figure(power_shifted, *, pixel_size_nm: float, spots_g_px=None):
     """Log mean power spectrum with axes in 1/nm and the tracked spots (and their mirrors) circled."""
     fig, ax = _figure((5.2, 4.6))

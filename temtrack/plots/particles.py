@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _figure(size=(6.4, 4.0)):
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=size, layout="constrained")
-    return fig, fig.add_subplot()
+from temtrack.plots._style import LINE_SIZE, new_figure, styled
 
 
+def _figure(size=LINE_SIZE):
+    return new_figure(size)
+
+
+@styled
 def area_vs_time_figure(result):
     """Projected area of every particle against time; onsets as dots, cracks as crosses."""
     fig, ax = _figure((6.8, 4.4))
@@ -32,6 +33,7 @@ def area_vs_time_figure(result):
     return fig
 
 
+@styled
 def expansion_vs_size_figure(result):
     """Final volume expansion (A/A0)^1.5 - 1 against the initial equivalent diameter; cracked marked."""
     fig, ax = _figure()
@@ -51,6 +53,7 @@ def expansion_vs_size_figure(result):
     return fig
 
 
+@styled
 def core_radius_figure(result):
     """Unreacted core radius against time per particle (where a core is seen), with the best
     shrinking-core fit."""

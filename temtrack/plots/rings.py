@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
-
-def _figure(size=(6.4, 3.8)):
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=size, layout="constrained")
-    return fig, fig.add_subplot()
+from temtrack.plots._style import LINE_SIZE, new_figure, styled
 
 
+def _figure(size=LINE_SIZE):
+    return new_figure(size)
+
+
+@styled
 def qt_map_figure(result):
     """Waterfall of I(q) over time (log intensity), calibrated axes, library rings marked."""
     fig, ax = _figure((6.8, 4.2))
@@ -29,11 +30,12 @@ def qt_map_figure(result):
     ax.set_ylabel("time (s)")
     sec = ax.secondary_xaxis("top", functions=(lambda x: 10.0 / np.maximum(x, 1e-6),
                                                lambda d: 10.0 / np.maximum(d, 1e-6)))
-    sec.set_xlabel("d (A)")
+    sec.set_xlabel("d (Å)")
     fig.colorbar(im, ax=ax, label="log10 I (counts/px)")
     return fig
 
 
+@styled
 def phase_fractions_figure(result):
     """Phase fraction of each phase against time, with onsets marked."""
     fig, ax = _figure()
@@ -49,6 +51,7 @@ def phase_fractions_figure(result):
     return fig
 
 
+@styled
 def ring_d_figure(result):
     """Per-frame ring positions (d of the peak found in each frame) against time, coloured by phase.
 
@@ -68,7 +71,7 @@ def ring_d_figure(result):
                 label=name if new else None)
         ax.plot([t[0], t[-1]], [tr.d_A, tr.d_A], "-", lw=0.5, color=colors[name], alpha=0.6)
     ax.set_xlabel("time (s)")
-    ax.set_ylabel("d (A)")
+    ax.set_ylabel("d (Å)")
     if colors:
         ax.legend(fontsize="small", loc="upper right")
     return fig

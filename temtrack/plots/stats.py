@@ -3,17 +3,18 @@ from __future__ import annotations
 
 import numpy as np
 
+from temtrack.plots._style import LINE_SIZE, new_figure, styled
 
-def _figure(size=(6.4, 4.0)):
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=size, layout="constrained")
-    return fig, fig.add_subplot()
+
+def _figure(size=LINE_SIZE):
+    return new_figure(size)
 
 
 def _col(table, name):
     return np.array([np.nan if r.get(name) is None else float(r[name]) for r in table.rows], dtype=float)
 
 
+@styled
 def d_per_object_figure(table):
     """Diffusion coefficient of every object with its 95% interval (log scale)."""
     from pathlib import Path
@@ -45,6 +46,7 @@ def d_per_object_figure(table):
     return fig
 
 
+@styled
 def expansion_vs_size_figure(table):
     """Volume expansion against initial size (diameter) for every object; cracked particles marked."""
     fig, ax = _figure()

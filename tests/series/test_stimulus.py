@@ -50,23 +50,49 @@ def test_bad_logs(tmp_path, text, msg):
 
 
 def test_analyze_puts_the_log_beside_the_front(tmp_path):
-    """`analyze --stimulus-log`: current and charge per frame in results.json and stimulus.csv."""
+    """`analyze --stimulus-log --log-offset auto`: the front's onset (kinetics t0) matched to the
+    current's switch-on gives the clock offset; current and charge per frame in results.json and
+    stimulus.csv; the stacked log figure and the charge vs reacted volume figure are written."""
     import json
     import subprocess
     import sys
+    import xml.etree.ElementTree as ET
     from pathlib import Path
 
+    from PIL import Image
+
     sample = Path(__file__).resolve().parents[2] / "sample_movies" / "nanowire_sodiation.tif"
+    truth = json.loads(sample.with_name("nanowire_sodiation.truth.json").read_text())
+    true_offset_s = 10.0
+    t_on_log = truth["kinetics"]["t0_s"] + true_offset_s     # bias switched on when the front starts
     t = np.arange(0, 80, 0.25)
-    (tmp_path / "log.csv").write_text("time/s,<I>/uA\n" + "\n".join(f"{a},{-2.0}" for a in t))
+    (tmp_path / "log.csv").write_text("time/s,<I>/uA\n" + "\n".join(f"{a},{-2.0 if a >= t_on_log else 0.0}"
+                                                                    for a in t))
     out = tmp_path / "res"
     run = subprocess.run([sys.executable, "-m", "temtrack", "-q", "analyze", str(sample), "--out", str(out),
                           "--line", "26.0,198.6,176.0,93.6", "--stimulus-log", str(tmp_path / "log.csv"),
-                          "--log-offset", "10"], capture_output=True, text=True, timeout=600)
+                          "--log-offset", "auto", "--figure-formats", "png,svg,pdf"],
+                         capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     res = json.loads((out / "results.json").read_text())
     stim = res["stimulus"]
-    assert stim["offset_s"] == 10 and stim["fraction_of_frames_covered"] == 1.0
-    np.testing.assert_allclose(stim["current_A"], -2e-6)
-    np.testing.assert_allclose(stim["charge_C"], -2e-6 * np.asarray(res["front"]["time_s"]), atol=1e-12)
+    off = stim["offset"]
+    print(f"auto clock offset {off['offset_s']:.3f} +- {off['uncertainty_s']:.3f} s (true {true_offset_s}), "
+          f"front onset t0 = {off['movie_event_s']:.3f} s (true {truth['kinetics']['t0_s']})")
+    assert off["method"] == "auto" and off["channel"] == "current"
+    assert abs(off["offset_s"] - true_offset_s) < max(3 * off["uncertainty_s"], 0.3)
+    assert stim["offset_s"] == off["offset_s"] and stim["fraction_of_frames_covered"] == 1.0
+    time_s = np.asarray(res["front"]["time_s"])
+    current = np.asarray(stim["current_A"], float)
+    on = time_s + off["offset_s"] >= t_on_log + 0.25
+    np.testing.assert_allclose(current[on], -2e-6)
+    # Charge since the first frame: -2 uA from the switch-on (movie time ~ t0) to the last frame.
+    expected_q = -2e-6 * (time_s[-1] + off["offset_s"] - t_on_log)
+    assert stim["charge_C"][-1] == pytest.approx(expected_q, abs=2e-6 * 0.3)
     assert (out / "stimulus.csv").read_text().startswith("time_s,current_A")
+    for name in ("stimulus", "charge_volume", "kymograph"):
+        with Image.open(out / f"{name}.png") as im:
+            im.load()
+            assert min(im.size) > 300
+        assert ET.parse(out / f"{name}.svg").getroot().tag.endswith("svg")
+        assert (out / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
