@@ -19,8 +19,12 @@ Automatic detection, from the mean of the first frames (before the reaction chan
 4. *Ends and contact*: the wire is the longest run of positions whose fitted diameter agrees with
    the median; beyond the contact end lies the large dark Na source (the attenuation there is far
    above the wire's), beyond the free end vacuum/film. The contact point is put where the wire
-   meets the source's boundary. When the source is outside the field of view the image cannot
-   tell, and :func:`choose_contact_end` picks the end near which the wire changes first.
+   meets the source's boundary: the visible contact, what a microscopist would mark. Where Na
+   enters the wire lies under the source's projection, an unknown distance behind it (9-14 nm on
+   the synthetic movies, whose front starts inside the source), so ``analyze --auto`` fits that
+   origin offset in the kinetics (``origin='free'``, ``x0_nm`` in the results) rather than guess
+   it here. When the source is outside the field of view the image cannot tell, and
+   :func:`choose_contact_end` picks the end near which the wire changes first.
 
 Why hand-written: skimage's ``radon`` rotates the whole image per angle (slow for a fine angle
 grid) and its Hough transforms need an edge threshold; ridge filters (sato/meijering) respond to

@@ -89,6 +89,41 @@ def test_readme_command_auto_on_sample():
     assert ok.sum() >= 0.8 * truth["n_frames"]
     assert abs(res.diameter.pristine_nm / truth["d0_nm"] - 1) <= 0.03
     assert abs(res.diameter.sodiated_nm / truth["d1_nm"] - 1) <= 0.03
+    _check_auto_kinetics(k, truth, offset, "sample, --auto")
+
+
+def _check_auto_kinetics(k, truth, offset_nm, label):
+    """--auto's contact is the source's outline, ``offset_nm`` past the synthetic contact (where the
+    front starts, inside the source): the kinetics fit that origin offset (x0 = -offset_nm)."""
+    D_true = truth["kinetics"]["D_nm2_per_s"]
+    D = k["D_nm2_per_s"] if k["D_nm2_per_s"] is not None else k["D_parabolic_nm2_per_s"]
+    lo, hi = k["ci95"]["D_nm2_per_s"] or k["ci95"]["D_parabolic_nm2_per_s"]
+    x0, (x0_lo, x0_hi) = k["x0_nm"], k["ci95"]["x0_nm"]
+    t0_lo, t0_hi = k["ci95"]["t0_s"]
+    print(f"[{label}] kinetics origin {k['origin']}: model {k['model']}, D {D:.2f} nm^2/s [{lo:.2f}, {hi:.2f}] "
+          f"(truth {D_true:.2f}, error {100 * (D / D_true - 1):+.1f}%), x0 {x0:.2f} nm [{x0_lo:.2f}, {x0_hi:.2f}] "
+          f"(contact {offset_nm:.2f} nm past the synthetic one), t0 {k['t0_s']:.2f} s [{t0_lo:.2f}, {t0_hi:.2f}] "
+          f"(truth {truth['kinetics']['t0_s']:g})")
+    assert k["origin"] == "free" and k["model"] in ("parabolic", "power", "linear")
+    assert abs(D / D_true - 1) <= 0.10
+    assert lo <= D_true <= hi
+    assert x0_lo <= -offset_nm <= x0_hi
+    assert t0_lo <= truth["kinetics"]["t0_s"] <= t0_hi
+
+
+@pytest.mark.parametrize("angle, seed", [(250.0, 12), (120.0, 11)])
+def test_auto_kinetics_on_other_movies(angle, seed):
+    # Movies like the sample (256 px, 120 frames, drift with a jump), other angles and seeds.
+    from temtrack.io.movie import movie_from_array
+
+    frames, truth = make_nanowire_movie(n_frames=120, shape=(256, 256), angle_deg=angle, dose=30.0, drift_px=12.0,
+                                        n_jumps=1, seed=seed)
+    movie = movie_from_array(frames, pixel_size=truth["pixel_size_nm"], frame_interval_s=truth["frame_interval_s"],
+                             path=f"<synthetic angle {angle:g} seed {seed}>")
+    res = analyze(movie, AnalyzeRecipe(auto=True), executor=LocalExecutor(2))
+    assert res.ok, res.problems
+    _check_auto_kinetics(res.kinetics_json, truth, _contact_offset_nm(res.wire["line_px"], truth),
+                         f"--auto, angle {angle:g}, seed {seed}")
 
 
 def test_true_line_measured_width_on_sample():

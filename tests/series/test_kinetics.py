@@ -88,12 +88,23 @@ def test_power_law_exponent():
     assert j["model"] == "power"
     assert abs(j["n"] - 0.35) < 0.03
     assert j["ci95"]["n"][0] < j["n"] < j["ci95"]["n"][1]
-    # best model has no D: D is still reported, from the parabolic fit, and says so
-    assert j["D_from"] == "parabolic" and j["D_nm2_per_s"] > 0
+    # t0, n and their intervals come from the best (power) model, which has no D; D (always
+    # present for users' scripts) is the parabolic fit's, and D_from says so
+    power = j["comparison"]["power"]
+    par = j["comparison"]["parabolic"]
+    assert j["D_from"] == "parabolic"
+    assert j["D_nm2_per_s"] == par["params"]["D_nm2_per_s"]
+    assert j["D_cm2_per_s"] == pytest.approx(j["D_nm2_per_s"] * 1e-14)
+    assert j["ci95"]["D_nm2_per_s"] == par["ci95"]["D_nm2_per_s"]
+    assert j["t0_s"] == power["params"]["t0_s"] and j["n"] == power["params"]["n"]
+    assert j["ci95"]["t0_s"] == power["ci95"]["t0_s"] and j["ci95"]["n"] == power["ci95"]["n"]
+    assert j["D_parabolic_nm2_per_s"] == par["params"]["D_nm2_per_s"] > 0
+    assert j["ci95"]["D_parabolic_nm2_per_s"] == par["ci95"]["D_nm2_per_s"]
+    assert j["D_parabolic_cm2_per_s"] == pytest.approx(j["D_parabolic_nm2_per_s"] * 1e-14)
     # no model with a D fitted: D is null, not invented
     j2 = fit_kinetics(t, x, models=("power", "linear")).to_json()
     assert j2["model"] == "power" and j2["D_nm2_per_s"] is None and j2["D_from"] is None
-    assert j2["ci95"]["D_nm2_per_s"] is None
+    assert j2["ci95"]["D_nm2_per_s"] is None and j2["D_parabolic_nm2_per_s"] is None
     json.dumps(j2, allow_nan=False)
 
 
@@ -172,7 +183,8 @@ def test_bootstrap_ci_agrees_with_profile():
     assert bci[0] < boot.best.params["D_nm2_per_s"] < bci[1]
     w_p, w_b = prof[1] - prof[0], bci[1] - bci[0]
     assert 0.6 < w_b / w_p < 1.6
-    assert boot.to_json()["ci_method"] == "bootstrap"
+    assert boot.to_json()["ci_method"] == "block-bootstrap"
+    assert fit_kinetics(t, x, models=("parabolic",)).to_json()["ci_method"] == "profile-correlated"
 
 
 def test_prefactor_convention():
