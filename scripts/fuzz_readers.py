@@ -18,6 +18,8 @@ Usage::
 
 Cases are deterministic: case ``i`` of reader ``r`` is generated from ``(seed, r, i)``, so a failure
 is reproduced with ``--readers r --start i --cases 1 --keep DIR`` (the mutated files are kept).
+``--report`` after a run of some readers replaces only their rows of the results block, and says
+which earlier run the other rows come from.
 """
 from __future__ import annotations
 
@@ -329,7 +331,7 @@ def check_file(path: str | os.PathLike, names=()) -> tuple[str, str]:
             return "bad-message", msg[:300]
         if "\n" in msg.strip():
             return "multi-line-message", msg[:300]
-        return "rejected", msg[:200]
+        return "rejected", msg[:400]
     except MemoryError as exc:
         return "memory", f"MemoryError at open: {exc}"[:300]
     except _CaseTimeout:
@@ -366,6 +368,9 @@ def _worker(seeds_json: str, seed: int, timeout_s: float, memory_mb: int, keep: 
     warnings.simplefilter("ignore")
     import logging
     logging.disable(logging.CRITICAL)
+    # The HDF5 readers probe a file in a child process first and give up on it after this many
+    # seconds (a hang in the HDF5 C library): well inside the case's own time limit.
+    os.environ.setdefault("TEMTRACK_HDF5_PROBE_TIMEOUT_S", f"{max(1.0, timeout_s / 3):g}")
     import temtrack.io  # noqa: F401 - import once, outside the per-case timing
     seeds = json.loads(Path(seeds_json).read_text())
 
@@ -529,32 +534,82 @@ def _describe_case(seeds, reader, index, seed):
 _BEGIN, _END = "<!-- campaign-results:begin -->", "<!-- campaign-results:end -->"
 
 
-def format_results(result: dict, *, command: str, seed: int, wall_s: float) -> str:
-    outcomes = ["loaded", "loaded-frame-error", "rejected", "raw-exception", "raw-exception-frame",
-                "bad-message", "multi-line-message", "bad-frame", "memory", "hang", "crash"]
-    lines = [_BEGIN, f"Last campaign: {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%d %H:%M} UTC, "
-                     f"seed {seed}, {wall_s / 60:.1f} min wall time on {os.cpu_count()} cores.", "",
-             f"Command: `{command}`", "",
-             "| reader | cases | " + " | ".join(outcomes) + " | ms/case |",
-             "|---" * (len(outcomes) + 3) + "|"]
+_OUTCOMES = ["loaded", "loaded-frame-error", "rejected", "raw-exception", "raw-exception-frame",
+             "bad-message", "multi-line-message", "bad-frame", "memory", "hang", "crash"]
+
+
+def format_results(result: dict, *, command: str, seed: int, wall_s: float, previous: str | None = None) -> str:
+    """The Markdown results block of a campaign.
+
+    With ``previous`` (the block of an earlier campaign), the rows of readers this run did not cover
+    are kept from it, each group of kept rows with a line saying which run it comes from; so a
+    re-run of a few readers updates their rows and leaves the others' results in place.
+    """
+    now = _dt.datetime.now(_dt.timezone.utc)
+    began = now - _dt.timedelta(seconds=wall_s)
+    run_line = (f"started {began:%Y-%m-%d %H:%M} UTC, finished {now:%Y-%m-%d %H:%M} UTC, seed {seed}, "
+                f"{wall_s / 60:.1f} min wall time on {os.cpu_count()} cores")
+    rows: dict[str, str] = {}
     for r, c in result["counts"].items():
         n = sum(c.values())
         ms = 1e3 * result["seconds"][r] / n if n else 0
-        lines.append(f"| {r} | {n} | " + " | ".join(str(c.get(o, 0)) for o in outcomes) + f" | {ms:.1f} |")
+        rows[r] = f"| {r} | {n} | " + " | ".join(str(c.get(o, 0)) for o in _OUTCOMES) + f" | {ms:.1f} |"
     fails = result["failures"]
-    lines += ["", f"{len(fails)} cases broke the contract."]
-    if fails:
-        groups: dict = {}
-        for f in fails:
-            groups.setdefault((f["reader"], f["outcome"], _signature(f)), []).append(f)
+    fail_rows: list[tuple[str, int, str]] = []  # (reader, cases, row)
+    groups: dict = {}
+    for f in fails:
+        groups.setdefault((f["reader"], f["outcome"], _signature(f)), []).append(f)
+    for (r, o, sig), fs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
+        first = min(fs, key=lambda f: f["index"])
+        fail_rows.append((r, len(fs), f"| {r} | {o} | {sig.replace('|', '/')} | {len(fs)} | {first['index']}: "
+                                      f"{first['what'].replace('|', '/')} |"))
+    notes: list[str] = []
+    if previous:
+        old = _parse_block(previous)
+        kept = [r for r in old["rows"] if r not in rows]
+        by_source: dict[str, list[str]] = {}
+        for r in kept:
+            rows[r] = old["rows"][r]
+            by_source.setdefault(old["source"].get(r, old["main"]), []).append(r)
+        for source, readers in by_source.items():
+            notes.append(f"Rows of {', '.join(readers)} from an earlier campaign: {source}.")
+        fail_rows += [fr for fr in old["fail_rows"] if fr[0] in kept]
+        fail_rows.sort(key=lambda fr: -fr[1])
+        order = [r for r in READERS if r in rows] + [r for r in rows if r not in READERS]
+        rows = {r: rows[r] for r in order}
+    lines = [_BEGIN, f"Last campaign: {run_line}.", "", f"Command: `{command}`", ""]
+    if notes:
+        lines += notes + [""]
+    lines += ["| reader | cases | " + " | ".join(_OUTCOMES) + " | ms/case |",
+              "|---" * (len(_OUTCOMES) + 3) + "|", *rows.values()]
+    lines += ["", f"{sum(fr[1] for fr in fail_rows)} cases broke the contract."]
+    if fail_rows:
         lines += ["", "| reader | outcome | signature | cases | first reproducer (case index: mutation) |",
-                  "|---|---|---|---|---|"]
-        for (r, o, sig), fs in sorted(groups.items(), key=lambda kv: -len(kv[1])):
-            first = min(fs, key=lambda f: f["index"])
-            lines.append(f"| {r} | {o} | {sig.replace('|', '/')} | {len(fs)} | {first['index']}: "
-                         f"{first['what'].replace('|', '/')} |")
+                  "|---|---|---|---|---|"] + [fr[2] for fr in fail_rows]
     lines.append(_END)
     return "\n".join(lines)
+
+
+def _parse_block(block: str) -> dict:
+    """Counts rows, failure rows and provenance of a results block written by format_results."""
+    import re
+    out = {"rows": {}, "fail_rows": [], "source": {}, "main": "?"}
+    main = re.search(r"^Last campaign: (.*?)\.?$", block, re.M)
+    command = re.search(r"^Command: (`.*`)$", block, re.M)
+    if main:
+        out["main"] = main.group(1) + (f" ({command.group(1)})" if command else "")
+    for m in re.finditer(r"^Rows of (.*?) from an earlier campaign: (.*)\.$", block, re.M):
+        for r in m.group(1).split(", "):
+            out["source"][r] = m.group(2)
+    for line in block.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("| ") or cells[0] in ("reader",) or set(cells[0]) <= {"-"}:
+            continue
+        if len(cells) == len(_OUTCOMES) + 3:
+            out["rows"][cells[0]] = line
+        elif len(cells) == 5 and cells[3].isdigit():
+            out["fail_rows"].append((cells[0], int(cells[3]), line))
+    return out
 
 
 def _signature(failure: dict) -> str:
@@ -565,6 +620,14 @@ def _signature(failure: dict) -> str:
     if failure["outcome"] in ("hang", "crash"):
         return d.split(" (")[0][:50]
     return re.split(r"[:(\n]", d, maxsplit=1)[0][:60].strip()
+
+
+def previous_block(path: Path) -> str | None:
+    """The results block of a Markdown file, if it has one."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if _BEGIN in text and _END in text:
+        return _BEGIN + text.split(_BEGIN, 1)[1].split(_END, 1)[0] + _END
+    return None
 
 
 def update_report(path: Path, block: str):
@@ -613,7 +676,10 @@ def main(argv=None) -> int:
         args.json.write_text(json.dumps(res, indent=1))
     if args.report:
         cmd = "python scripts/fuzz_readers.py " + " ".join(a for a in (argv or sys.argv[1:]))
-        update_report(args.report, format_results(res, command=cmd, seed=args.seed, wall_s=wall))
+        # a run of some readers replaces their rows only (the others keep their last results)
+        previous = previous_block(args.report) if set(READERS) - set(readers) else None
+        update_report(args.report, format_results(res, command=cmd, seed=args.seed, wall_s=wall,
+                                                  previous=previous))
     return 1 if res["failures"] else 0
 
 

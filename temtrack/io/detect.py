@@ -129,10 +129,17 @@ def _is_dm_header(head: bytes, size: int) -> bool:
 
 
 def _detect_hdf5(path: Path, ext: str) -> str:
+    if ext == ".dm5":
+        # GMS 3.6+ writes DM5 as HDF5; rosettasciio cannot read it, and it is neither EMD nor hspy
+        raise MovieReadError(path, "DM5 files (GMS 3.6 and later, HDF5-based) cannot be read yet: "
+                                   "save the data as DM4 in DigitalMicrograph")
     try:
         import h5py
     except ImportError:
         return _EXTENSIONS.get(ext, "emd") if ext in (".emd", ".hspy", ".hdf5") else "emd"
+    from temtrack.io.hdf5_probe import check_hdf5
+
+    check_hdf5(path)  # a damaged file can crash or hang the HDF5 library: try it in a child first
     try:
         with h5py.File(path, "r") as f:
             attrs = {k: f.attrs[k] for k in f.attrs}

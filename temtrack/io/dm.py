@@ -96,6 +96,10 @@ def parse_dm(path: str | os.PathLike) -> DMImage:
         raise MovieReadError(path, "empty file (0 bytes)")
     with open(path, "rb") as f:
         version = check_dm_header(path, f.read(16), size)
+        try:
+            scan_dm_tags(f, version, size)
+        except (_TagScanError, struct.error) as exc:
+            raise MovieReadError(path, f"corrupt or truncated DM{version} file (tag tree: {exc})") from None
         f.seek(0)
         reader = DigitalMicrographReader(f)
         try:
@@ -137,6 +141,149 @@ def parse_dm(path: str | os.PathLike) -> DMImage:
     return DMImage(path=path, version=version, shape=shape, data_type=data_type, dtype=dtype,
                    offset=int(data_info["offset"]), nbytes=nbytes, scales=scales, units=units,
                    title=title, image_tags=tags, n_images=len(images), is_spectrum=is_spectrum)
+
+
+# Bytes per element of the DM simple types, as rosettasciio's parser reads them.
+_SIMPLE_SIZE = {2: 2, 3: 4, 4: 2, 5: 4, 6: 4, 7: 8, 8: 1, 9: 1, 10: 1, 11: 8, 12: 8}
+
+
+class _TagScanError(Exception):
+    pass
+
+
+def scan_dm_tags(f, version: int, size: int) -> int:
+    """Walk a DM tag tree the way rosettasciio's parser will, checking every declared length.
+
+    rosettasciio trusts each count it reads: a damaged array length of 1.7e9 on a 27 kB file makes
+    it build a list of 1.7e9 tuples in Python (minutes, gigabytes) before anything fails. This walk
+    reads only the tag headers and type descriptions (data are skipped by seeking), so it is cheap,
+    and it stops at the first count or size that cannot fit in the file.
+
+    Parameters
+    ----------
+    f : binary file object
+        Positioned anywhere; the walk starts after the file header.
+    version : {3, 4}
+    size : int
+        The file size in bytes.
+
+    Returns
+    -------
+    int
+        The number of tags walked.
+
+    Raises
+    ------
+    _TagScanError
+        With a one-line reason (the tag path, what was declared, the file size).
+    """
+    lq = 8 if version == 4 else 4
+    lfmt = ">Q" if version == 4 else ">L"
+
+    def read(n: int) -> bytes:
+        b = f.read(n)
+        if len(b) != n:
+            raise _TagScanError(f"cut short at byte {f.tell()} (the file has {size})")
+        return b
+
+    def lq_value() -> int:
+        return struct.unpack(lfmt, read(lq))[0]
+
+    def fits(what: str, nbytes: int):
+        end = f.tell() + nbytes
+        if nbytes < 0 or end > size:
+            raise _TagScanError(f"{what} declares {nbytes} bytes at offset {f.tell()}, past the end "
+                                f"of the file ({size} bytes)")
+        f.seek(nbytes, 1)
+
+    def count(what: str, n: int, per: int) -> int:
+        # a count larger than the file is absurd even for zero-size elements (rosettasciio still
+        # loops over every one of them)
+        if n > size or n * max(per, 1) > size:
+            raise _TagScanError(f"{what} declares {n} elements of {per} bytes, the file has {size} bytes")
+        return n
+
+    def struct_bytes(what: str) -> int:
+        lq_value()
+        nfields = count(f"{what} (struct)", lq_value(), 2 * lq)
+        total = 0
+        for _ in range(nfields):
+            lq_value()
+            t = lq_value()
+            if t not in _SIMPLE_SIZE:
+                raise _TagScanError(f"{what} has a struct field of unknown type {t}")
+            total += _SIMPLE_SIZE[t]
+        return total
+
+    f.seek(16 if version == 4 else 12)
+    read(2)  # sorted, open flags of the root group
+    stack = [("", lq_value())]
+    walked = 0
+    while stack:
+        group, left = stack[-1]
+        if left == 0:
+            stack.pop()
+            continue
+        stack[-1] = (group, left - 1)
+        walked += 1
+        if walked > size:
+            raise _TagScanError("more tags than bytes in the file")
+        tag_id = read(1)[0]
+        name_len = struct.unpack(">h", read(2))[0]
+        name = read(name_len).decode("latin-1", "replace") if name_len > 0 else ""
+        where = f"tag {group + '.' + name if group else name!r}"
+        if tag_id == 20:  # group
+            read(2 + (lq if version == 4 else 0))
+            ntags = lq_value()
+            if ntags > size:
+                raise _TagScanError(f"{where} declares {ntags} tags, the file has {size} bytes")
+            stack.append(((group + "." if group else "") + (name or "?"), ntags))
+            continue
+        if tag_id != 21:
+            raise _TagScanError(f"unknown tag type {tag_id} at offset {f.tell() - 3 - max(name_len, 0)}")
+        if version == 4:
+            read(8)
+        if read(4) != b"%%%%":
+            raise _TagScanError(f"{where}: no data delimiter")
+        ninfo = lq_value()  # rosettasciio only tells 1, 2, 3 and more apart: so does this walk
+        if ninfo < 1:
+            raise _TagScanError(f"{where}: info array of {ninfo} entries")
+        enc = lq_value()
+        if ninfo == 1:
+            if enc not in _SIMPLE_SIZE:
+                raise _TagScanError(f"{where}: unknown data type {enc}")
+            fits(where, _SIMPLE_SIZE[enc])
+        elif ninfo == 2:
+            if enc != 18:
+                raise _TagScanError(f"{where}: expected a string (18), got type {enc}")
+            fits(where, lq_value())
+        elif ninfo == 3:
+            eltype, length = lq_value(), lq_value()
+            if enc != 20 or eltype not in _SIMPLE_SIZE:
+                raise _TagScanError(f"{where}: unknown array of type {eltype}")
+            fits(where, count(where, length, _SIMPLE_SIZE[eltype]) * _SIMPLE_SIZE[eltype])
+        elif enc == 15:
+            fits(where, struct_bytes(where))
+        elif enc == 20:
+            eltype = lq_value()
+            if eltype == 15:
+                per = struct_bytes(where)
+                n = count(where, lq_value(), per)
+            elif eltype == 18:
+                per = lq_value()
+                n = count(where, lq_value(), per)
+            elif eltype == 20:  # rosettasciio reads `n` elements of the inner simple type
+                inner, _ = lq_value(), lq_value()
+                if inner not in _SIMPLE_SIZE:
+                    raise _TagScanError(f"{where}: array of arrays of type {inner}")
+                per = _SIMPLE_SIZE[inner]
+                n = count(where, lq_value(), per)
+            else:
+                raise _TagScanError(f"{where}: array of unknown type {eltype}")
+            fits(where, n * per)
+        else:
+            raise _TagScanError(f"{where}: unknown data type {enc}")
+    return walked
 
 
 def check_dm_header(path, head: bytes, size: int) -> int:

@@ -345,6 +345,45 @@ def _ser_times(header: dict, n: int, problems: list):
     return np.arange(n) * (span / (n - 1)), "timestamps"
 
 
+def _ser_stored_frames(path: Path, sig: dict, header: dict, problems: list) -> dict:
+    """Make a 1D image series announce the frames the file stores, not the frames it planned.
+
+    rosettasciio sizes its lazy array from the header's ``Dim-1_DimensionSize`` (the frames TIA
+    was asked for), but reads ``ValidNumberElements`` frames (those recorded): after a stopped
+    acquisition, or a damaged header, the two differ and reading the last announced frame fails
+    with a bare IndexError. Its eager reader keeps the recorded frames; so does this.
+    """
+    try:
+        ndim = int(np.asarray(header.get("NumberDimensions")).ravel()[0])
+        stored = int(np.asarray(header.get("ValidNumberElements")).ravel()[0])
+    except (TypeError, ValueError, IndexError):
+        return sig
+    nav = [a for a in sig["axes"] if a.get("navigate")]
+    if ndim != 1 or len(nav) != 1 or sig["data"].ndim != 3:
+        return sig
+    declared = int(nav[0].get("size", sig["data"].shape[0]))
+    if stored < 1:
+        raise MovieReadError(path, "the SER file holds no recorded frames (ValidNumberElements 0)")
+    if declared == stored:
+        return sig
+    if stored > declared:
+        problems.append(f"SER header announces {declared} frames but {stored} are recorded; read {declared}")
+        return sig
+    problems.append(f"SER header announces {declared} frames, {stored} recorded (acquisition stopped "
+                    f"early or header damaged); read the {stored} recorded")
+    sig = dict(sig)
+    axes = [dict(a) for a in sig["axes"]]
+    for a in axes:
+        if a.get("navigate"):
+            a["size"] = stored
+    pos = next((int(a["index_in_array"]) for a in axes if a.get("navigate") and "index_in_array" in a),
+               [i for i, a in enumerate(sig["axes"]) if a.get("navigate")][0])
+    index = [slice(None)] * sig["data"].ndim
+    index[pos] = slice(0, stored)
+    sig["data"], sig["axes"] = sig["data"][tuple(index)], axes
+    return sig
+
+
 def _read_ser(path: Path, reopen) -> Movie:
     from rsciio.tia import file_reader
 
@@ -371,6 +410,7 @@ def _read_ser(path: Path, reopen) -> Movie:
         meta["exposure_s"] = float(exposure) if exposure is not None else None
     except ValueError:
         meta["exposure_s"] = None
+    sig = _ser_stored_frames(path, sig, header, problems)
     n = int(np.prod([int(a.get("size", 1)) for a in sig["axes"] if a.get("navigate")])) or 1
     times_s, time_source = _ser_times(header, n, problems)
     return _movie_from_signal(path, "ser", sig, problems, meta, reopen, times_s=times_s, time_source=time_source)
@@ -496,7 +536,8 @@ def _check_hspy_not_empty(path: Path) -> None:
 
 
 # -- entry point -----------------------------------------------------------------------------------
-def read_rsciio(path: str | os.PathLike, *, format: str) -> Movie:
+def read_rsciio(path: str | os.PathLike, *, format: str, hdf5_probe: bool = True,
+                _trusted_signature: tuple | None = None) -> Movie:
     """Read a Velox EMD, TIA SER/EMI, MRC, ``.hspy`` or ``.zspy`` movie lazily.
 
     Parameters
@@ -505,6 +546,11 @@ def read_rsciio(path: str | os.PathLike, *, format: str) -> Movie:
         The file (for TIA, the ``.ser`` or the ``.emi``; the ``.emi`` beside a ``.ser`` is used
         for its metadata when present; a ``.zspy`` is a folder).
     format : {'emd', 'ser', 'mrc', 'hspy', 'zspy'}
+    hdf5_probe : bool
+        Open an HDF5 file (EMD, ``.hspy``) in a child process first, so that a damaged file that
+        crashes or hangs the HDF5 library gives a MovieReadError instead of killing or freezing
+        this process (:mod:`temtrack.io.hdf5_probe`; costs a Python start, about 0.2-0.5 s). False
+        for trusted files; ``TEMTRACK_HDF5_PROBE=0`` turns it off everywhere.
 
     Returns
     -------
@@ -526,7 +572,14 @@ def read_rsciio(path: str | os.PathLike, *, format: str) -> Movie:
     path = Path(path)
     if not path.exists():
         raise MovieReadError(path, "file not found")
-    reopen = functools.partial(read_rsciio, path, format=format)
+    signature = None
+    if hdf5_probe and format in ("emd", "hspy"):
+        from temtrack.io.hdf5_probe import check_hdf5
+
+        signature = check_hdf5(path, trusted_signature=_trusted_signature)
+    # A movie pickled to a worker process reopens without a second probe while the file is unchanged.
+    reopen = functools.partial(read_rsciio, path, format=format, hdf5_probe=hdf5_probe,
+                               _trusted_signature=signature)
     try:
         if format == "emd":
             return _read_emd(path, reopen)

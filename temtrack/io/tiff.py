@@ -19,6 +19,7 @@ import functools
 import logging
 import math
 import os
+import struct
 import weakref
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -308,6 +309,37 @@ def _layout(path: Path, series, photometric) -> tuple[list[int], int, int, int |
     return frame_axes, y, x, colour, n
 
 
+# Largest decoded/stored size ratio each TIFF compression can reach (deflate: 1032:1; TIFF LZW,
+# whose code table restarts at 4094 codes: about 1400:1; PackBits: 64:1), with some margin.
+_MAX_RATIO = {1: 1.0, 5: 1500.0, 8: 1100.0, 32946: 1100.0, 32773: 70.0}
+
+
+def _check_page_size(path: Path, i: int, page) -> None:
+    """Refuse a page whose tags cannot describe its stored bytes, before anything is decoded.
+
+    A bit flip in ImageLength of a 1 kB zlib TIFF (campaign tiff case 1087) announced a frame of
+    67108880 x 16 pixels: reading it allocated gigabytes and ran for minutes before the decoder
+    failed. The strip/tile count must match the frame size, and the frame cannot decode to more
+    bytes than its codec can produce from the stored ones.
+    """
+    kf = page.keyframe if getattr(page, "keyframe", None) is not None else page
+    try:
+        expected = int(np.prod(kf.chunked)) if kf.chunked else None
+        decoded = int(np.prod(kf.shape, dtype=np.float64) * int(kf.bitspersample) // 8)
+        compression = int(kf.compression)
+    except (AttributeError, TypeError, ValueError):
+        return
+    n = len(page.dataoffsets)
+    if expected and n != expected:
+        raise MovieReadError(path, f"corrupt TIFF: frame {i} of {'x'.join(map(str, kf.shape))} pixels needs "
+                                   f"{expected} strips or tiles, the file gives {n}")
+    stored = int(sum(page.databytecounts))
+    ratio = _MAX_RATIO.get(compression)
+    if ratio is not None and decoded > ratio * stored + 1024:
+        raise MovieReadError(path, f"corrupt TIFF: frame {i} of {'x'.join(map(str, kf.shape))} pixels "
+                                   f"({decoded} bytes) cannot come from the {stored} bytes stored")
+
+
 def _frame_from_memmap(mm: np.ndarray, colour_last: bool, i: int) -> np.ndarray:
     frame = np.asarray(mm[i])
     return rgb_to_luminance(frame) if colour_last else frame
@@ -353,6 +385,9 @@ def read_tiff(path: str | os.PathLike) -> Movie:
     path = Path(path)
     if not path.is_file():
         raise MovieReadError(path, "file not found" if not path.exists() else "not a file")
+    loop = ifd_chain_loop(path)
+    if loop:
+        raise MovieReadError(path, f"corrupt TIFF ({loop})")
     with _TifffileWarnings() as warnings:
         try:
             tif = tifffile.TiffFile(path, mode="rb")
@@ -373,6 +408,55 @@ def read_tiff(path: str | os.PathLike) -> Movie:
     except Exception as exc:
         tif.close()
         raise MovieReadError(path, f"cannot read TIFF ({_one_line(exc)})") from exc
+
+
+def ifd_chain_loop(path: str | os.PathLike) -> str | None:
+    """Where a TIFF's chain of image directories (IFDs) loops back on itself, or None.
+
+    tifffile follows the next-IFD offsets one page at a time and checks for a loop only once, at
+    the 100th page, and only when asked for the page count: a damaged offset pointing back to an
+    earlier IFD makes ``TiffFile.series`` walk the circle until it has listed 2**32 pages (minutes
+    and gigabytes for a 2 kB file). This walk reads only the tag counts and next offsets (about
+    1 us per page through a memory map). A chain that ends early (offset past the end of the file,
+    unreadable tag count) is left to tifffile, which stops there and logs it.
+    """
+    import mmap
+
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size < 16:
+            return None
+        try:
+            mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):
+            return None  # no memory map (special file system): left to tifffile
+        with mm:
+            order = {b"II": "<", b"MM": ">"}.get(bytes(mm[:2]))
+            if order is None:
+                return None
+            version = struct.unpack_from(order + "H", mm, 2)[0]
+            if version == 42:
+                nfmt, nsize, tagsize, ofmt, osize, first = "H", 2, 12, "I", 4, 4
+            elif version == 43:
+                nfmt, nsize, tagsize, ofmt, osize, first = "Q", 8, 20, "Q", 8, 8
+            else:
+                return None
+            tagno_fmt, offset_fmt = order + nfmt, order + ofmt
+            offset = struct.unpack_from(offset_fmt, mm, first)[0]
+            seen: dict[int, int] = {}
+            while offset:
+                if offset in seen:
+                    return (f"its chain of image directories loops: page {len(seen)} points back to "
+                            f"page {seen[offset]} at byte {offset}")
+                if offset + nsize > size:
+                    return None
+                tagno = struct.unpack_from(tagno_fmt, mm, offset)[0]
+                nxt = offset + nsize + tagno * tagsize
+                if tagno > 4096 or nxt + osize > size:
+                    return None
+                seen[offset] = len(seen)
+                offset = struct.unpack_from(offset_fmt, mm, nxt)[0]
+    return None
 
 
 class _TifffileWarnings(logging.Handler):
@@ -457,6 +541,7 @@ def _read_open_tiff(path: Path, tif) -> Movie:
             ends = [o + c for o, c in zip(page.dataoffsets, page.databytecounts)]
             if not ends or max(ends) > file_size or 0 in page.databytecounts:
                 raise MovieReadError(path, f"truncated or corrupt: the pixels of frame {i} lie outside the file")
+            _check_page_size(path, i, page)
         page_colour_axis = None
         if colour is not None:
             page_colour_axis = 0 if pages[0].planarconfig == 2 else -1  # 2 = separate planes

@@ -29,7 +29,12 @@ PEAK_FIELDS = ("q_nm_inv", "area", "fwhm_q_nm_inv", "height")
 
 
 def snip_baseline(y: np.ndarray, *, half_width_bins: int = 12) -> np.ndarray:
-    """SNIP baseline (Ryan et al. 1988) on a LLS-transformed profile; NaNs are interpolated over."""
+    """SNIP baseline (Ryan et al. 1988) on a LLS-transformed profile; NaNs are interpolated over.
+
+    The clipping window cannot be wider than the profile: on a short profile (a small frame, e.g.
+    48 px gives about 30 radial bins) the half width is capped at ``(size - 1) // 2`` bins, so
+    rings still come out, with broad features (halos) less completely moved into the baseline.
+    """
     y = np.asarray(y, dtype=np.float64)
     good = np.isfinite(y)
     if good.sum() < 3:
@@ -38,7 +43,7 @@ def snip_baseline(y: np.ndarray, *, half_width_bins: int = 12) -> np.ndarray:
     yi = np.interp(x, x[good], y[good])
     v = np.log(np.log(np.sqrt(np.clip(yi, 0, None) + 1) + 1) + 1)
     n = v.size
-    for w in range(1, int(half_width_bins) + 1):
+    for w in range(1, min(int(half_width_bins), (n - 1) // 2) + 1):
         a = np.empty_like(v)
         a[:] = v
         a[w:n - w] = np.minimum(v[w:n - w], 0.5 * (v[:n - 2 * w] + v[2 * w:]))

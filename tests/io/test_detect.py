@@ -125,6 +125,13 @@ def test_unknown_hdf5(tmp_path):
         open_movie(p)
 
 
+def test_dm5_is_named(tmp_path):
+    """GMS 3.6+ DM5 files are HDF5 that no reader here understands: say so, not 'unknown HDF5'."""
+    p = _h5(tmp_path / "image.dm5", {}, ["ImageList", "DocumentObjectList"])
+    with pytest.raises(MovieReadError, match=r"image\.dm5: DM5 files .* save the data as DM4"):
+        open_movie(p)
+
+
 def test_missing_and_empty(tmp_path):
     with pytest.raises(MovieReadError) as e:
         open_movie(tmp_path / "gone.emd")

@@ -207,3 +207,45 @@ def test_stack_is_memory_mapped_not_dask(tmp_path):
     m = open_movie(write_dm4(tmp_path / "speed.dm4", frames))
     assert isinstance(m.frames, np.memmap) and m.frames.mode == "r"
     np.testing.assert_array_equal(m.read(5, 9), frames[5:9])
+
+
+@pytest.mark.parametrize("version", [3, 4])
+def test_absurd_array_length_is_refused_before_parsing(tmp_path, version):
+    """Every declared tag length is checked against the file size before rosettasciio parses the
+    tag tree (it would otherwise loop over each declared element)."""
+    import struct
+
+    p = write_dm(tmp_path / f"s.dm{version}", np.ones((3, 16, 20), np.uint16), version=version,
+                 pixel_size_nm=0.5)
+    data = bytearray(p.read_bytes())
+    lq, fmt = (8, ">Q") if version == 4 else (4, ">L")
+    # the last array tag (a string of 2-byte characters: info 20, 4, length) gets length 0x65657153
+    i = data.rindex(b"%%%%" + struct.pack(fmt, 3) + struct.pack(fmt, 20) + struct.pack(fmt, 4))
+    data[i + 4 + 3 * lq:i + 4 + 4 * lq] = struct.pack(fmt, 0x65657153)
+    p.write_bytes(bytes(data))
+    with pytest.raises(MovieReadError) as e:
+        open_movie(p)
+    print(e.value)
+    assert str(e.value).startswith(f"{p}: corrupt or truncated DM{version} file")
+    assert "declares 1701146963 elements" in str(e.value)
+
+
+def test_real_dm4_with_absurd_struct_array_length(tmp_path):
+    """Campaign dm4 case 1299: an array-of-structs length of 0x65657153 in a 27 kB file made
+    rosettasciio unpack 1.7e9 empty structs (minutes, gigabytes). Run in a child with a timeout so
+    that a regression fails instead of hanging the suite."""
+    import json
+    import subprocess
+    import sys
+
+    p = tmp_path / "d.dm4"
+    data = bytearray(real_file("digitalmicrograph_3D_test-23.dm4").read_bytes())
+    data[833:841] = (0x65657153).to_bytes(8, "big")
+    p.write_bytes(bytes(data))
+    code = ("import json, sys\nfrom temtrack.io import open_movie\nfrom temtrack.errors import MovieReadError\n"
+            "try:\n    open_movie(sys.argv[1]); print(json.dumps('opened'))\n"
+            "except MovieReadError as e:\n    print(json.dumps(str(e)))\n")
+    out = subprocess.run([sys.executable, "-c", code, str(p)], capture_output=True, text=True, timeout=120)
+    msg = json.loads(out.stdout.strip().splitlines()[-1])
+    print(msg)
+    assert msg.startswith(f"{p}: corrupt or truncated DM4 file") and "declares" in msg

@@ -282,3 +282,106 @@ def test_hyperspy_non_uniform_time_axis_gives_time_stamps(tmp_path):
     movie = read_rsciio(path, format="hspy")
     np.testing.assert_allclose(movie.times_s, [0.0, 0.1, 0.35])
     assert movie.time_source == "timestamps" and movie.times_uniform is False
+
+
+# -- damaged files ---------------------------------------------------------------------------------
+def test_ser_header_announcing_more_frames_than_recorded(tmp_path):
+    """Campaign ser case 793: Dim-1_DimensionSize 5 -> 32517 (the byte at 31) while 5 frames are
+    recorded. rosettasciio's lazy array announced 32517 frames and the last one raised IndexError;
+    now the movie has the recorded frames and says why."""
+    shutil.copy(real_path(TIA_EMI), tmp_path)
+    ser = tmp_path / real_path(TIA_SER).name
+    data = bytearray(real_path(TIA_SER).read_bytes())
+    data[31] = 127
+    ser.write_bytes(bytes(data))
+    movie = read_rsciio(ser, format="ser")
+    print(movie.problems[0])
+    assert movie.n_frames == 5
+    assert movie.frame(-1).shape == (64, 64)
+    assert "announces 32517 frames, 5 recorded" in movie.problems[0]
+
+
+def _count_probes(monkeypatch):
+    from temtrack.io import hdf5_probe
+
+    calls = []
+    real_run = hdf5_probe._run_child
+
+    def counting_run(path, *args, **kwargs):
+        calls.append(path)
+        return real_run(path, *args, **kwargs)
+
+    monkeypatch.setattr(hdf5_probe, "_run_child", counting_run)
+    monkeypatch.setattr(hdf5_probe, "_passed", {})
+    monkeypatch.delenv("TEMTRACK_HDF5_PROBE", raising=False)
+    return calls
+
+
+def test_hdf5_probe_once_per_file_and_not_again_after_pickling(tmp_path, monkeypatch):
+    from temtrack.io import hdf5_probe, open_movie
+
+    calls = _count_probes(monkeypatch)
+    path = tmp_path / "stack.emd"
+    write_velox(path, _frames(), pixel_size_m=1e-10, timestamps_us=[0, 1e5, 2e5, 3e5])
+    movie = open_movie(path)             # detection and the reader share one probe
+    assert len(calls) == 1
+    monkeypatch.setattr(hdf5_probe, "_passed", {})   # as in a fresh worker process
+    again = pickle.loads(pickle.dumps(movie))
+    assert len(calls) == 1 and again.n_frames == 4
+    path.touch()                          # a changed file is probed again
+    open_movie(path)
+    assert len(calls) == 2
+    monkeypatch.setenv("TEMTRACK_HDF5_PROBE", "0")
+    monkeypatch.setattr(hdf5_probe, "_passed", {})
+    open_movie(path)
+    read_rsciio(path, format="emd", hdf5_probe=False)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("child, expected", [
+    ("import os, signal; print('started', flush=True); os.kill(os.getpid(), signal.SIGSEGV)",
+     "the HDF5 library crashed with SIGSEGV"),
+    ("import time; print('started', flush=True); time.sleep(60)", "the HDF5 library hung"),
+    ("print('started', flush=True); raise SystemExit(3)", "failed while reading it, exit code 3"),
+    ("import json; print('started'); print(json.dumps({'damaged': 'dataset x lies past the end'}))",
+     "damaged HDF5 file (dataset x lies past the end)"),
+])
+def test_hdf5_probe_verdicts(tmp_path, monkeypatch, child, expected):
+    """What the parent makes of a child that crashes, hangs, fails or finds damage (the probe code
+    replaced by stand-ins; the real crashes are replayed in tests/reliability)."""
+    from temtrack.io import hdf5_probe
+
+    _count_probes(monkeypatch)
+    monkeypatch.setattr(hdf5_probe, "_PROBE", child)
+    path = tmp_path / "x.emd"
+    write_velox(path, _frames(), pixel_size_m=1e-10, timestamps_us=[0, 1e5, 2e5, 3e5])
+    with pytest.raises(MovieReadError) as e:
+        hdf5_probe.check_hdf5(path, timeout_s=1.0)
+    print(e.value)
+    assert str(e.value).startswith(f"{path}: damaged HDF5 file") and expected in str(e.value)
+
+
+def test_hdf5_probe_that_cannot_start_python_reads_in_process(tmp_path, monkeypatch):
+    from temtrack.io import hdf5_probe
+
+    _count_probes(monkeypatch)
+    monkeypatch.setattr(hdf5_probe, "_PROBE", "raise SystemExit(1)")   # no 'started': e.g. frozen app
+    path = tmp_path / "x.emd"
+    write_velox(path, _frames(), pixel_size_m=1e-10, timestamps_us=[0, 1e5, 2e5, 3e5])
+    assert hdf5_probe.check_hdf5(path) is None
+    assert read_rsciio(path, format="emd").n_frames == 4
+
+
+def test_hdf5_probe_finds_uncompressed_data_larger_than_the_file(tmp_path, monkeypatch):
+    """Campaign emd case 3839: a bit flip made a 3 x 3 image (32771, 3) with chunks (3, 3):
+    opening took 4 s and a frame 27 s through 10,924 dask chunks of missing data."""
+    from temtrack.io import hdf5_probe
+
+    _count_probes(monkeypatch)
+    path = tmp_path / "big.emd"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("Data/Image/0/Data", shape=(3000, 3000, 1), dtype="int32", chunks=(3, 3, 1))
+        f["Data/Image/0/Data"][:3, :3, 0] = 1
+    with pytest.raises(MovieReadError, match=r"big\.emd: damaged HDF5 file \(dataset 'Data/Image/0/Data' "
+                                             r"declares \(3000, 3000, 1\) int32 = 36000000 bytes"):
+        hdf5_probe.check_hdf5(path)

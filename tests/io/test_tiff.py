@@ -215,3 +215,56 @@ def test_hyperspy_written_tiff_space_from_imagej_time_from_dm_tags(tmp_path):
     assert movie.pixel_size == pytest.approx(0.2) and movie.pixel_unit == "nm"
     np.testing.assert_allclose(movie.times_s, [0, 0.5, 1.0])
     assert movie.problems == []
+
+
+def _set_tags(path, values: dict) -> None:
+    """Overwrite tags of the first IFD of a little-endian classic TIFF with LONG values."""
+    import struct
+
+    data = bytearray(path.read_bytes())
+    ifd = struct.unpack_from("<I", data, 4)[0]
+    for k in range(struct.unpack_from("<H", data, ifd)[0]):
+        entry = ifd + 2 + 12 * k
+        tag = struct.unpack_from("<H", data, entry)[0]
+        if tag in values:
+            struct.pack_into("<HHII", data, entry, tag, 4, 1, values[tag])
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("tags, says", [
+    ({257: 67108880}, "needs 4194305 strips or tiles, the file gives 1"),           # ImageLength only
+    ({257: 67108880, 278: 0xFFFFFFFF}, "cannot come from the"),                      # and RowsPerStrip
+])
+def test_frame_size_impossible_for_its_strips(tmp_path, tags, says):
+    """Campaign tiff case 1087: a bit flip in ImageLength of a 1 kB zlib TIFF announced 67108880
+    rows; reading frame 0 then took 150 s and 5.4 GB before the decoder failed. Now the strip count
+    and the codec's largest decoded/stored ratio are checked at open."""
+    p = tmp_path / "plain.tif"
+    tifffile.imwrite(p, np.arange(3 * 16 * 16, dtype=np.uint8).reshape(3, 16, 16), compression="zlib",
+                     photometric="minisblack", rowsperstrip=16)
+    _set_tags(p, tags)
+    with pytest.raises(MovieReadError) as e:
+        read_tiff(p)
+    print(e.value)
+    assert str(e.value).startswith(f"{p}: corrupt TIFF: frame 0 of 67108880x16 pixels") and says in str(e.value)
+
+
+def test_ifd_chain_loop_refused(tmp_path):
+    """Campaign tiff case 423: a next-IFD offset pointing back to an earlier page made tifffile
+    list pages for ever (it looks for loops once, at page 100, and only when counting)."""
+    import struct
+
+    from temtrack.io.tiff import ifd_chain_loop
+
+    p = tmp_path / "loop.tif"
+    tifffile.imwrite(p, np.zeros((150, 4, 4), np.uint8), photometric="minisblack", metadata=None)
+    with tifffile.TiffFile(p) as tif:
+        offsets = [page.offset for page in tif.pages]
+    assert ifd_chain_loop(p) is None
+    data = bytearray(p.read_bytes())
+    last = offsets[-1]
+    struct.pack_into("<I", data, last + 2 + 12 * struct.unpack_from("<H", data, last)[0], offsets[120])
+    p.write_bytes(bytes(data))
+    with pytest.raises(MovieReadError, match=r"loop\.tif: corrupt TIFF \(its chain of image directories "
+                                             r"loops: page 150 points back to page 120"):
+        read_tiff(p)
