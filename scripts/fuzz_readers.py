@@ -114,6 +114,11 @@ def _seed_real(dst: Path, pattern: str):
 
 
 def _seed_ser(dst: Path):
+    # The real TIA preview (when present) comes first, then series written by temtrack's SER writer
+    # for the layouts temtrack.io.ser parses that the real file lacks: 8-byte offsets (0x0220),
+    # frames in reverse order with gaps and the tags after all the data, time + position tags, a
+    # stopped acquisition (2 of 4 recorded), and a .emi entry.
+    from temtrack.io.ser_write import write_emi, write_ser
     seeds = []
     tia = REAL_DATA / "tia"
     if tia.is_dir():
@@ -123,6 +128,22 @@ def _seed_ser(dst: Path):
             shutil.copyfile(f, d / f.name)
         for ser in sorted(d.glob("*.ser")):
             seeds.append((d, ser.name))
+    d = dst / "ser_v210"
+    d.mkdir()
+    write_ser(d / "series_1.ser", _stack(3, 16, 20), version=0x0210, calibration_delta=2e-10,
+              time_stamps=[100, 101, 103])
+    write_emi(d / "series.emi", exposure_s=0.5)
+    seeds.append((d, "series_1.ser"))
+    d = dst / "ser_v220_scattered"
+    d.mkdir()
+    write_ser(d / "scattered_1.ser", _stack(4, 12, 12, np.float32), version=0x0220, reverse=True,
+              gap_bytes=24, tags_at_end=True, tag_type=0x4142, calibration_delta=4e6)
+    seeds.append((d, "scattered_1.ser"))
+    d = dst / "ser_emi_stopped"
+    d.mkdir()
+    write_ser(d / "stopped_1.ser", _stack(4, 8, 10, np.int16), valid=2, time_stamps=[5, 5, 5, 5])
+    write_emi(d / "stopped.emi", mode=" TEM uP SA Zoom Diffraction", exposure_s=0.1)
+    seeds.append((d, "stopped.emi"))
     return seeds
 
 

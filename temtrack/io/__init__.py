@@ -42,7 +42,7 @@ _READERS = {
     "frms6": ("temtrack.io.frms6", "read_frms6", {}),
     "tiff": ("temtrack.io.tiff", "read_tiff", {}),
     "emd": ("temtrack.io.rsciio_generic", "read_rsciio", {"format": "emd"}),
-    "ser": ("temtrack.io.rsciio_generic", "read_rsciio", {"format": "ser"}),
+    "ser": ("temtrack.io.ser", "read_ser", {}),
     "mrc": ("temtrack.io.rsciio_generic", "read_rsciio", {"format": "mrc"}),
     "hspy": ("temtrack.io.rsciio_generic", "read_rsciio", {"format": "hspy"}),
     "zspy": ("temtrack.io.rsciio_generic", "read_rsciio", {"format": "zspy"}),

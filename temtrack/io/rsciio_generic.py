@@ -1,4 +1,7 @@
-"""Velox EMD, TIA SER/EMI, MRC, HyperSpy ``.hspy``/``.zspy``: lazy readers built on rosettasciio.
+"""Velox EMD, MRC, HyperSpy ``.hspy``/``.zspy``: lazy readers built on rosettasciio.
+
+TIA SER/EMI series are read by :mod:`temtrack.io.ser` (rosettasciio's TIA reader loads the whole
+series at open and for every frame read); ``read_rsciio(format="ser")`` delegates to it.
 
 rosettasciio (and mrcfile) parse the files; the code here exists for what they leave to the
 caller and what a movie needs:
@@ -7,8 +10,7 @@ caller and what a movie needs:
   unit) and putting it first, whatever the storage order (Velox stores TEM stacks as (y, x, t));
 * real per-frame times: Velox's time axis scale is the exposure, not the interval, so the frame
   times come from each frame's metadata JSON (``CustomProperties["Detectors[<camera>].TimeStamp"]``,
-  in microseconds); TIA's frame axis is uncalibrated and the ``.ser`` header holds one time per
-  frame with 1 s precision; MRC has no time at all, a Direct Electron ``*_info.txt`` may give fps;
+  in microseconds); MRC has no time at all, a Direct Electron ``*_info.txt`` may give fps;
 * MRC calibration straight from the header (rosettasciio reports 1 nm/px for a header with no cell
   size, which would look calibrated), with the frames memory-mapped directly;
 * units normalised to nm or 1/nm (pm, Å, m ... ) and one-line errors naming the file.
@@ -26,6 +28,7 @@ import numpy as np
 
 from temtrack.errors import MovieReadError
 from temtrack.io.movie import Movie, normalise_length_unit, time_unit_to_s
+from temtrack.io.ser import _ser_times  # noqa: F401  (TIA moved to temtrack.io.ser; kept importable here)
 
 FORMATS = ("emd", "ser", "mrc", "hspy", "zspy")
 NO_CALIBRATION = "no spatial calibration: pixel size unknown (give --pixel-size)"
@@ -308,114 +311,6 @@ def _read_emd(path: Path, reopen) -> Movie:
     return movie
 
 
-# -- TIA SER/EMI -----------------------------------------------------------------------------------
-def _emi_for_ser(ser: Path) -> Path | None:
-    """TIA names the series ``<base>_<n>.ser`` next to ``<base>.emi``."""
-    m = re.match(r"^(.*)_\d+$", ser.stem)
-    if not m:
-        return None
-    for suffix in (".emi", ".EMI"):
-        emi = ser.with_name(m.group(1) + suffix)
-        if emi.is_file():
-            return emi
-    return None
-
-
-def _ser_times(header: dict, n: int, problems: list):
-    """Frame times from the .ser header's per-frame ``Time`` (s since the epoch, 1 s precision)."""
-    stamps = header.get("Time") if header else None
-    if stamps is None or n < 2:
-        return None, None
-    stamps = np.asarray(stamps, dtype=np.float64).ravel()[:n]
-    if stamps.size != n or not np.all(np.isfinite(stamps)):
-        return None, None
-    span = stamps[-1] - stamps[0]
-    d = np.diff(stamps)
-    if np.any(d < 0):
-        problems.append("SER time stamps go backwards; ignored")
-        return None, None
-    if span <= 0:
-        problems.append(f"SER time stamps (1 s precision) do not resolve the {n} frames (all in the same second)")
-        return None, None
-    if np.all(d >= 1):
-        problems.append("frame times from SER time stamps with 1 s precision")
-        return stamps - stamps[0], "timestamps"
-    # Several frames per second: the truncated stamps only fix the mean rate.
-    problems.append(f"SER time stamps have 1 s precision; frames spread uniformly over the {span:.0f} s they span")
-    return np.arange(n) * (span / (n - 1)), "timestamps"
-
-
-def _ser_stored_frames(path: Path, sig: dict, header: dict, problems: list) -> dict:
-    """Make a 1D image series announce the frames the file stores, not the frames it planned.
-
-    rosettasciio sizes its lazy array from the header's ``Dim-1_DimensionSize`` (the frames TIA
-    was asked for), but reads ``ValidNumberElements`` frames (those recorded): after a stopped
-    acquisition, or a damaged header, the two differ and reading the last announced frame fails
-    with a bare IndexError. Its eager reader keeps the recorded frames; so does this.
-    """
-    try:
-        ndim = int(np.asarray(header.get("NumberDimensions")).ravel()[0])
-        stored = int(np.asarray(header.get("ValidNumberElements")).ravel()[0])
-    except (TypeError, ValueError, IndexError):
-        return sig
-    nav = [a for a in sig["axes"] if a.get("navigate")]
-    if ndim != 1 or len(nav) != 1 or sig["data"].ndim != 3:
-        return sig
-    declared = int(nav[0].get("size", sig["data"].shape[0]))
-    if stored < 1:
-        raise MovieReadError(path, "the SER file holds no recorded frames (ValidNumberElements 0)")
-    if declared == stored:
-        return sig
-    if stored > declared:
-        problems.append(f"SER header announces {declared} frames but {stored} are recorded; read {declared}")
-        return sig
-    problems.append(f"SER header announces {declared} frames, {stored} recorded (acquisition stopped "
-                    f"early or header damaged); read the {stored} recorded")
-    sig = dict(sig)
-    axes = [dict(a) for a in sig["axes"]]
-    for a in axes:
-        if a.get("navigate"):
-            a["size"] = stored
-    pos = next((int(a["index_in_array"]) for a in axes if a.get("navigate") and "index_in_array" in a),
-               [i for i, a in enumerate(sig["axes"]) if a.get("navigate")][0])
-    index = [slice(None)] * sig["data"].ndim
-    index[pos] = slice(0, stored)
-    sig["data"], sig["axes"] = sig["data"][tuple(index)], axes
-    return sig
-
-
-def _read_ser(path: Path, reopen) -> Movie:
-    from rsciio.tia import file_reader
-
-    problems: list[str] = []
-    if path.suffix.lower() == ".ser":
-        emi = _emi_for_ser(path)
-        source = emi or path
-        if emi is None:
-            problems.append("no .emi beside the .ser: exposure, microscope and date unknown")
-    else:
-        source = path
-    signals = file_reader(str(source), lazy=True)
-    if source != path:
-        named = [s for s in signals if s.get("metadata", {}).get("General", {}).get("original_filename") == path.name]
-        signals = named or file_reader(str(path), lazy=True)
-    sig = _pick_image_signal(path, signals, problems)
-    om = sig.get("original_metadata", {}) or {}
-    header = om.get("ser_header_parameters", {}) or {}
-    meta = {"rsciio_metadata": _jsonable(sig.get("metadata", {})), "emi": str(source) if source != path else None,
-            "ObjectInfo": _jsonable(om.get("ObjectInfo")),
-            "ser_time": _jsonable(header.get("Time"))}
-    exposure = (om.get("ObjectInfo") or {}).get("AcquireInfo", {}).get("DwellTimePath")
-    try:
-        meta["exposure_s"] = float(exposure) if exposure is not None else None
-    except ValueError:
-        meta["exposure_s"] = None
-    sig = _ser_stored_frames(path, sig, header, problems)
-    n = int(np.prod([int(a.get("size", 1)) for a in sig["axes"] if a.get("navigate")])) or 1
-    times_s, time_source = _ser_times(header, n, problems)
-    return _movie_from_signal(path, "ser", sig, problems, meta, reopen, times_s=times_s, time_source=time_source)
-
-
 # -- MRC -------------------------------------------------------------------------------------------
 def _de_info_file(path: Path) -> Path | None:
     """The Direct Electron ``*_info.txt`` written beside a movie, if any."""
@@ -543,8 +438,8 @@ def read_rsciio(path: str | os.PathLike, *, format: str, hdf5_probe: bool = True
     Parameters
     ----------
     path : path-like
-        The file (for TIA, the ``.ser`` or the ``.emi``; the ``.emi`` beside a ``.ser`` is used
-        for its metadata when present; a ``.zspy`` is a folder).
+        The file (for TIA, the ``.ser`` or the ``.emi``, read by :func:`temtrack.io.ser.read_ser`;
+        a ``.zspy`` is a folder).
     format : {'emd', 'ser', 'mrc', 'hspy', 'zspy'}
     hdf5_probe : bool
         Open an HDF5 file (EMD, ``.hspy``) in a child process first, so that a damaged file that
@@ -584,7 +479,9 @@ def read_rsciio(path: str | os.PathLike, *, format: str, hdf5_probe: bool = True
         if format == "emd":
             return _read_emd(path, reopen)
         if format == "ser":
-            return _read_ser(path, reopen)
+            from temtrack.io.ser import read_ser
+
+            return read_ser(path)
         if format == "mrc":
             return _read_mrc(path, reopen)
         return _read_hyperspy(path, format, reopen)

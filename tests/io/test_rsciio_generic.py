@@ -101,7 +101,9 @@ def test_real_tia_series(name):
     assert movie.pixel_unit == "nm" and movie.pixel_size == pytest.approx(6.2818336, rel=1e-6)
     # the .emi beside the .ser supplies the exposure; the 5 frames share one 1-s time stamp
     assert movie.original_metadata["exposure_s"] == pytest.approx(0.0625)
-    assert movie.times_s is None
+    # (read by temtrack.io.ser since issue 7: the exposure stands in for the interval, flagged)
+    np.testing.assert_allclose(movie.times_s, np.arange(5) * 0.0625)
+    assert movie.time_source == "axis" and any("from the exposure" in p for p in movie.problems)
     assert any("do not resolve" in p for p in movie.problems)
     frames = movie.read()
     assert np.all(np.isfinite(frames)) and frames.std() > 0
