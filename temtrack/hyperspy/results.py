@@ -17,6 +17,7 @@ __all__ = [
     "FFTEvolution",
     "FrontTracking",
     "KineticsFit",
+    "ParticleTracking",
     "RingsEvolution",
     "drift_from",
     "drift_signal",
@@ -421,3 +422,106 @@ class FFTEvolution:
 
     def __repr__(self) -> str:
         return f"<FFTEvolution frames={self.result.time_s.size} sets={self.result.series.n_sets} roi={list(self.result.roi)}>"
+
+
+# -- particles -------------------------------------------------------------------------------------
+class ParticleTracking:
+    """Every particle of a movie over time, from :func:`temtrack.pipeline.particles.run_particles`.
+
+    The per-particle series are Signal1D of shape (n_particles, n_frames): navigation index =
+    particle (``ids[i]``), signal axis = time (s), so ``tracking.area.inav[3]`` is particle 3's
+    A(t) and ``tracking.area.plot()`` steps through the particles.
+
+    Attributes
+    ----------
+    result : ParticlesResult
+        The pipeline's result (what ``temtrack particles`` writes).
+    ids : ndarray of int
+    area : Signal1D
+        Projected area (nm^2), regularised along the track (``results.json``'s ``area_nm2``).
+    area_frame : Signal1D
+        Each frame's own fitted area (nm^2).
+    equivalent_diameter, volume_expansion, core_radius : Signal1D
+        In nm, as (A/A0)^1.5 - 1 (isotropic swelling assumed), nm (NaN where no core is seen).
+    onsets_s : dict of int -> float or None
+        Onset of swelling per particle id (None: none detected).
+    cracked : dict of int -> bool
+    """
+
+    def __init__(self, result):
+        self.result = result
+        t = np.asarray(result.time_s, dtype=np.float64)
+        self.ids = np.asarray(result.ids, dtype=int)
+        n = int(self.ids.size)
+
+        def series(values, title, quantity):
+            axes = [_index_axis(n, "particle"), _axis(t, "time", "s")]
+            return _signal1d(np.asarray(values, dtype=np.float64).T, axes, title=title, quantity=quantity,
+                             temtrack={"particle_ids": self.ids.tolist()})
+
+        frame_area = result.area_nm2 if result.area_frame_nm2 is None else result.area_frame_nm2
+        self.area = series(result.area_nm2, "Particle projected area", "Area (nm^2)")
+        self.area_frame = series(frame_area, "Particle projected area (per-frame fit)", "Area (nm^2)")
+        self.equivalent_diameter = series(result.equivalent_diameter_nm, "Particle equivalent diameter",
+                                          "Diameter (nm)")
+        self.volume_expansion = series(result.volume_expansion, "Particle volume expansion (A/A0)^1.5 - 1",
+                                       "Volume expansion")
+        self.core_radius = series(result.core_radius_nm, "Unreacted core radius", "Core radius (nm)")
+        self.onsets_s = {int(i): (None if not np.isfinite(v) else float(v)) for i, v in zip(self.ids, result.onset_s)}
+        self.cracked = {int(i): bool(c) for i, c in zip(self.ids, result.cracked)}
+
+    @property
+    def n_particles(self) -> int:
+        return int(self.ids.size)
+
+    @property
+    def problems(self) -> list:
+        return list(self.result.problems)
+
+    def summary(self) -> dict:
+        """One row per particle (the columns of ``particles_summary.csv``) as a dict of lists."""
+        rows = self.result.particle_dicts()
+        out: dict = {k: [] for k in ("id", "initial_equivalent_diameter_nm", "A0_nm2", "final_volume_expansion",
+                                     "onset_s", "expansion_rate_nm_per_s", "cracked", "crack_time_s")}
+        for d in rows:
+            for k in out:
+                v = d[k]
+                out[k].append(float("nan") if v is None else v)
+        return out
+
+    def table(self) -> dict:
+        """The long table of ``particles.csv`` (one row per particle and frame) as a dict of arrays."""
+        r = self.result
+        n_f, n_p = r.area_nm2.shape
+        frame_area = r.area_nm2 if r.area_frame_nm2 is None else r.area_frame_nm2
+        return {"time_s": np.repeat(r.time_s, n_p), "frame": np.repeat(np.arange(n_f), n_p),
+                "id": np.tile(r.ids, n_f), "area_nm2": r.area_nm2.ravel(), "area_frame_nm2": frame_area.ravel(),
+                "equivalent_diameter_nm": r.equivalent_diameter_nm.ravel(),
+                "volume_expansion": r.volume_expansion.ravel(), "core_radius_nm": r.core_radius_nm.ravel(),
+                "centre_y_px": r.y_px.ravel(), "centre_x_px": r.x_px.ravel()}
+
+    def to_dataframe(self, kind: str = "summary"):
+        """:meth:`summary` (``kind='summary'``) or :meth:`table` (``kind='frames'``) as a pandas DataFrame."""
+        if kind not in ("summary", "frames"):
+            raise ParameterError(f"to_dataframe: kind must be 'summary' or 'frames', got {kind!r}")
+        try:
+            import pandas as pd
+        except ImportError:
+            raise ParameterError("to_dataframe needs pandas (pip install pandas); summary() and table() "
+                                 "give the same columns as dicts") from None
+        return pd.DataFrame(self.summary() if kind == "summary" else self.table())
+
+    def to_json(self) -> dict:
+        """The content of ``results.json`` as ``temtrack particles`` writes it."""
+        from temtrack.pipeline.particles import particles_results_json
+        return particles_results_json(self.result)
+
+    def write(self, out_dir, *, overwrite: bool = False):
+        """Write the results folder ``temtrack particles`` writes (results.json, CSVs, figures)."""
+        from temtrack.pipeline.particles import write_particles_results
+        return write_particles_results(self.result, out_dir, overwrite=overwrite)
+
+    def __repr__(self) -> str:
+        n_on = sum(v is not None for v in self.onsets_s.values())
+        return (f"<ParticleTracking particles={self.n_particles} frames={self.result.time_s.size} "
+                f"with_onset={n_on} cracked={sum(self.cracked.values())}>")

@@ -4,7 +4,7 @@ A thin shell, like pyxem's ``InSituDiffraction2D`` over its ``utils/_insitu.py``
 turns the signal into a :class:`~temtrack.io.movie.Movie` over the *same* array
 (:func:`~temtrack.hyperspy.convert.signal_to_movie`, no copy; a lazy signal's dask array is read
 chunk by chunk by the executor, never computed whole), calls the function ``temtrack analyze`` /
-``rings`` / ``fft`` calls, and wraps the result in calibrated signals
+``rings`` / ``fft`` / ``particles`` calls, and wraps the result in calibrated signals
 (:mod:`temtrack.hyperspy.results`). So a method gives the numbers the CLI gives on the same frames.
 
 ``show_progressbar`` follows HyperSpy: None means ``hs.preferences.General.show_progressbar``; the
@@ -162,9 +162,9 @@ class _InSituMethods:
 class InSituMovie(_InSituMethods, Signal2D):
     """An in situ TEM image movie: navigation = time (s), signal = image (nm).
 
-    Methods call the same core as ``temtrack analyze`` and ``temtrack fft``: :meth:`estimate_drift`,
-    :meth:`align`, :meth:`kymograph`, :meth:`track_front` (front, diameters, kinetics),
-    :meth:`fit_kinetics`, :meth:`fft_evolution`.
+    Methods call the same core as ``temtrack analyze``, ``temtrack particles`` and ``temtrack fft``:
+    :meth:`estimate_drift`, :meth:`align`, :meth:`kymograph`, :meth:`track_front` (front, diameters,
+    kinetics), :meth:`fit_kinetics`, :meth:`track_particles`, :meth:`fft_evolution`.
     """
 
     _signal_type = IMAGE_SIGNAL_TYPE
@@ -321,6 +321,60 @@ class InSituMovie(_InSituMethods, Signal2D):
             raise ParameterError(f"fit_kinetics: unexpected options {sorted(track_front_options)} with a given front")
         return _res.fit_front_kinetics(front, prefactor=prefactor, models=models, ci_method=ci_method,
                                        n_bootstrap=n_bootstrap, seed=seed)
+
+    def track_particles(self, polarity="dark", *, drift=True, detect_frames=5, with_core=True, regularise=1.0,
+                        show_progressbar=None, executor=None, cancel=None, **recipe_options):
+        """Segment and follow every particle: ``temtrack particles`` on this signal.
+
+        Builds a :class:`~temtrack.pipeline.particles.ParticlesRecipe` and calls
+        :func:`~temtrack.pipeline.particles.run_particles`, so the numbers are those the command line
+        writes to ``results.json`` for the same frames and options.
+
+        Parameters
+        ----------
+        polarity : {'dark', 'bright'}
+            Particles darker (bright field) or brighter (dark field) than the background.
+        drift : bool, Signal1D, DriftResult or array
+            True: estimate (as the CLI); False: particles assumed static; otherwise shifts already
+            measured (e.g. from :meth:`estimate_drift`), which skips the drift pass.
+        detect_frames : int
+            Particles are detected on the drift-aligned mean of this many first frames.
+        with_core : bool
+            Fit an unreacted core of distinct contrast (shrinking core).
+        regularise : float
+            Temporal regularisation of each radius series (0: each frame's own fit).
+        show_progressbar, executor, cancel
+        **recipe_options
+            Other :class:`ParticlesRecipe` fields (``min_radius_px``, ``max_radius_factor``,
+            ``crack_persist_frames``, ``pixel_size_nm``, ``frame_interval_s``, ``memory_budget_mb``).
+
+        Returns
+        -------
+        ParticleTracking
+            ``.area``, ``.area_frame``, ``.equivalent_diameter``, ``.volume_expansion``,
+            ``.core_radius`` (Signal1D, particle | time in s), ``.onsets_s``, ``.cracked``,
+            ``.summary()`` / ``.table()`` (dicts of columns), ``.to_dataframe()``, ``.result``
+            (ParticlesResult), ``.to_json()`` (``results.json``), ``.write(out_dir)``.
+        """
+        from temtrack.pipeline.particles import ParticlesRecipe, run_particles
+
+        movie = self._image_movie()
+        given = None
+        if isinstance(drift, (bool, np.bool_)):
+            use_drift = bool(drift)
+        elif drift is None:
+            raise ParameterError("track_particles: drift must be True, False or measured shifts, got None")
+        else:
+            given, use_drift = _res.drift_from(drift, movie.n_frames), True
+        try:
+            recipe = ParticlesRecipe(polarity=polarity, detect_frames=detect_frames, with_core=with_core,
+                                     drift_correction=use_drift, regularise=regularise, **recipe_options)
+        except TypeError as exc:
+            raise ParameterError(f"track_particles: {exc}") from None
+        recipe.validate()
+        with progressbar(show_progressbar, "particles") as prog:
+            result = run_particles(movie, recipe, executor=executor, progress=prog, cancel=cancel, drift=given)
+        return _res.ParticleTracking(result)
 
     def fft_evolution(self, roi=None, *, show_progressbar=None, executor=None, cancel=None, **recipe_options):
         """Lattice fringes of an ROI over time: ``temtrack fft`` on this signal.

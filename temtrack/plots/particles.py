@@ -12,11 +12,15 @@ def _figure(size=LINE_SIZE):
 
 @styled
 def area_vs_time_figure(result):
-    """Projected area of every particle against time; onsets as dots, cracks as crosses."""
+    """Projected area of every particle against time (line: regularised along the track; faint
+    points: each frame's own fit); onsets as dots, cracks as crosses."""
     fig, ax = _figure((6.8, 4.4))
     t = np.asarray(result.time_s)
+    frame_area = getattr(result, "area_frame_nm2", None)
     for k in range(result.n_particles):
         line, = ax.plot(t, result.area_nm2[:, k], "-", lw=1, label=f"{int(result.ids[k])}")
+        if frame_area is not None and frame_area is not result.area_nm2:
+            ax.plot(t, frame_area[:, k], ".", ms=2, alpha=0.4, color=line.get_color())
         on = result.onset_s[k]
         if np.isfinite(on):
             a0 = result.A0_nm2[k]
@@ -27,7 +31,8 @@ def area_vs_time_figure(result):
             ax.plot([t[i]], [result.area_nm2[i, k]], "x", ms=8, mew=2, color=line.get_color())
     ax.set_xlabel("time (s)")
     ax.set_ylabel("projected area (nm$^2$)")
-    ax.set_title("particle areas (o onset, x cracked)", fontsize="medium")
+    ax.set_title("particle areas (o onset, x cracked; points: per-frame fits)" if frame_area is not None
+                 else "particle areas (o onset, x cracked)", fontsize="medium")
     if result.n_particles <= 20:
         ax.legend(fontsize="x-small", ncol=2, title="id", title_fontsize="x-small")
     return fig

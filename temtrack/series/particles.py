@@ -11,7 +11,10 @@ by construction through drift and growth.
 
 Definitions (recorded in ``results.json``)
 ------------------------------------------
-* ``area_nm2``: projected area :math:`\pi R^2` of the fitted outer radius.
+* ``area_nm2``: projected area :math:`\pi R^2` of the fitted outer radius, regularised along the
+  track (:func:`regularise_radius`: each frame's fit is independent, so its shot noise is averaged
+  along straight pieces of :math:`R(t)` while the corner at the onset and a break at cracking are
+  kept); ``area_frame_nm2`` is each frame's own fit.
 * ``equivalent_diameter_nm``: :math:`2\sqrt{A/\pi}`.
 * ``volume_ratio`` :math:`= (A/A_0)^{3/2}` and ``volume_expansion`` :math:`= (A/A_0)^{3/2} - 1`:
   **assumes isotropic swelling** (a sphere that stays a sphere); :math:`A_0` is the median area
@@ -43,8 +46,8 @@ from temtrack.frame.particles import (count_fragments, fit_projected_sphere, seg
 from temtrack.io.movie import Movie
 from temtrack.pipeline.executor import map_frames
 
-__all__ = ["ParticlesResult", "track_particles", "detect_particles", "onset_from_area", "crack_flags", "ONSET_DEFINITION",
-           "VOLUME_DEFINITION"]
+__all__ = ["ParticlesResult", "track_particles", "detect_particles", "onset_from_area", "crack_flags", "trend_filter",
+           "regularise_radius", "ONSET_DEFINITION", "VOLUME_DEFINITION"]
 
 MIN_CHANGE = 0.03
 ONSET_DEFINITION = ("time where the straight line through A(t) between 10% and 50% of its total change "
@@ -80,6 +83,10 @@ class ParticlesResult:
     drift_dy_px, drift_dx_px : ndarray (n_frames,)
     blur_px : float
         Gaussian blur of the images (px), fitted on the detection image and fixed per frame.
+    area_frame_nm2 : ndarray
+        Area of each frame's own fit, before the temporal regularisation that gives ``area_nm2``.
+    regularisation : float
+        Penalty of the temporal regularisation (0: ``area_nm2`` is the per-frame fit).
     problems : list of str
     provenance : dict
         Filled by the pipeline (file, format, recipe, version).
@@ -110,6 +117,8 @@ class ParticlesResult:
     drift_dx_px: np.ndarray
     blur_px: float
     drift_source: str = "estimated"
+    area_frame_nm2: np.ndarray | None = None
+    regularisation: float = 0.0
     problems: list = field(default_factory=list)
     provenance: dict = field(default_factory=dict)
 
@@ -132,6 +141,7 @@ class ParticlesResult:
                 "id": int(self.ids[k]),
                 "time_s": self.time_s,
                 "area_nm2": self.area_nm2[:, k],
+                "area_frame_nm2": (self.area_nm2 if self.area_frame_nm2 is None else self.area_frame_nm2)[:, k],
                 "equivalent_diameter_nm": self.equivalent_diameter_nm[:, k],
                 "volume_expansion": self.volume_expansion[:, k],
                 "onset_s": float(self.onset_s[k]),
@@ -361,7 +371,11 @@ def onset_from_area(time_s, area, *, baseline_frames: int = 3, min_change: float
     hi = np.flatnonzero(prog[i10:] >= 0.5)
     i50 = i10 + int(hi[0]) if hi.size else a.size - 1
     i50 = max(i50, i10 + 1)
-    seg = slice(max(i10 - 1, 0) if (prog[i10 - 1] - 0 > 0.05) else i10, min(i50, a.size - 1) + 1)
+    # The frame before the 10% crossing joins the line when it has already risen, or when the rise
+    # is so fast that 10% and 50% fall on one frame (a step: two plateau points would give a flat
+    # line that extrapolates far back).
+    first = i10 - 1 if (prog[i10 - 1] > 0.05 or prog[i10] >= 0.5) else i10
+    seg = slice(first, min(i50, a.size - 1) + 1)
     tt, aa = t[seg], a[seg]
     if tt.size >= 2 and np.ptp(tt) > 0:
         slope, icpt = np.polyfit(tt, aa, 1)
@@ -396,6 +410,16 @@ def crack_flags(n_pieces, n_holes, *, onset_index: int | None = None, persist_fr
     return False, -1
 
 
+def _reject_outliers(res: dict) -> int:
+    """NaN out the fits :func:`_temporal_outliers` rejects; returns how many."""
+    outliers = _temporal_outliers(res["radius_px"])
+    if outliers.any():
+        for f in ("radius_px", "core_radius_px", "radius_err_px", "y_px", "x_px"):
+            res[f][outliers] = np.nan
+        res["ok"][outliers] = 0.0
+    return int(outliers.sum())
+
+
 def _temporal_outliers(radius_px: np.ndarray, *, z: float = 6.0, min_rel: float = 0.03) -> np.ndarray:
     """Frames whose fitted radius departs from the 5-frame running median by more than ``z`` robust
     sigma and ``min_rel`` of the radius (a fit that converged on a wrong solution). Steps (a real
@@ -409,12 +433,147 @@ def _temporal_outliers(radius_px: np.ndarray, *, z: float = 6.0, min_rel: float 
         ok = np.isfinite(col)
         if ok.sum() < 5:
             continue
-        med = ndimage.median_filter(col[ok], size=5, mode="nearest")
+        # Mirrored ends: a wrong last (or first) frame is judged against its neighbours, not itself.
+        med = ndimage.median_filter(col[ok], size=5, mode="mirror")
         dev = col[ok] - med
         sig = 1.4826 * float(np.median(np.abs(dev))) or 1e-9
         bad = (np.abs(dev) > z * sig) & (np.abs(dev) > min_rel * np.abs(med))
         idx = np.flatnonzero(ok)
         out[idx[bad], j] = True
+    return out
+
+
+def trend_filter(values, *, lam: float = 1.0, weights=None, huber: float = 2.0, noise=None,
+                 free_kinks=(), n_iter: int = 60) -> np.ndarray:
+    r"""Piecewise-linear smoothing that keeps kinks: robust :math:`\ell_1` trend filtering.
+
+    Minimises :math:`\sum_t w_t\,\rho_c((y_t - x_t)/\sigma) + \lambda \sum_t |x_{t-1} - 2x_t + x_{t+1}|/\sigma`
+    (:math:`\rho_c` Huber's loss with threshold ``huber``, :math:`\sigma` the noise) by iteratively
+    reweighted least squares on the banded normal equations (O(n) per iteration). The
+    :math:`\ell_1` penalty on second differences makes the solution piecewise linear with few
+    kinks: a flat baseline that turns into a rise at an onset stays a sharp corner (a quadratic
+    smoother would round it off over its window), while frame-to-frame noise is averaged along
+    each straight piece; the Huber loss keeps single wrong frames from pulling the curve.
+
+    Parameters
+    ----------
+    values : array_like (n,)
+        The series (NaN: missing, gets weight 0 and an interpolated value).
+    lam : float
+        Penalty in units of the noise: larger is smoother (0 returns the input).
+    weights : array_like (n,), optional
+        Relative data weights (1 / variance up to a constant).
+    huber : float
+        Residuals beyond ``huber`` noise sigmas count linearly.
+    noise : float, optional
+        Noise sigma of one value; default a robust estimate from the second differences
+        (``1.4826 MAD(D2 y) / sqrt(6)``), which kinks do not affect.
+    free_kinks : sequence of int
+        Indices where a corner costs nothing (a known change point, e.g. a reaction onset).
+    n_iter : int
+        Most IRLS iterations.
+
+    Returns
+    -------
+    ndarray (n,)
+        The smoothed series (all NaN when fewer than 2 values are finite).
+    """
+    from scipy.linalg import solveh_banded
+
+    y = np.asarray(values, dtype=np.float64)
+    if y.ndim != 1:
+        raise ParameterError(f"trend_filter expects a 1D series, got shape {y.shape}")
+    if not (np.isfinite(lam) and lam >= 0 and np.isfinite(huber) and huber > 0):
+        raise ParameterError("trend_filter: lam must be >= 0 and huber > 0")
+    n = y.size
+    ok = np.isfinite(y)
+    if ok.sum() < 2:
+        return np.full(n, np.nan)
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64).copy()
+    if w.shape != y.shape:
+        raise ParameterError(f"trend_filter: weights must have the series' shape {y.shape}")
+    w = np.where(ok & np.isfinite(w), np.maximum(w, 0), 0.0)
+    yf = np.where(ok, y, np.interp(np.arange(n), np.flatnonzero(ok), y[ok]))
+    if lam == 0 or n < 4:
+        return yf
+    if noise is None:
+        d2 = np.diff(y[ok], 2)
+        noise = 1.4826 * float(np.median(np.abs(d2 - np.median(d2)))) / math.sqrt(6) if d2.size >= 3 else 0.0
+    scale = float(noise) if noise and np.isfinite(noise) and noise > 0 else max(1e-12, 1e-6 * float(np.abs(yf).max()))
+    z = yf / scale
+    w = w / max(float(w[w > 0].mean()) if (w > 0).any() else 1.0, 1e-300)
+    pen = np.full(n - 2, float(lam))
+    for i in free_kinks:
+        if 1 <= int(i) <= n - 2:
+            pen[int(i) - 1] = 0.0
+    x = z.copy()
+    for _ in range(n_iter):
+        r = z - x
+        a = w * np.minimum(1.0, huber / np.maximum(np.abs(r), 1e-12))
+        d = x[:-2] - 2 * x[1:-1] + x[2:]
+        # Majorise |d| by d^2 / (2|d_k|) + |d_k| / 2 around the current solution; the floor keeps
+        # straight pieces (d = 0) from making the system stiff.
+        b = pen / np.maximum(np.abs(d), 1e-3)
+        ab = np.zeros((3, n))
+        ab[2] = a + 1e-9
+        ab[2, :-2] += b
+        ab[2, 1:-1] += 4 * b
+        ab[2, 2:] += b
+        ab[1, 1:-1] -= 2 * b
+        ab[1, 2:] -= 2 * b
+        ab[0, 2:] += b
+        x_new = solveh_banded(ab, a * z, check_finite=False)
+        done = float(np.max(np.abs(x_new - x))) < 1e-6
+        x = x_new
+        if done:
+            break
+    return x * scale
+
+
+def regularise_radius(time_s, radius, *, onset_s: float = float("nan"), break_index: int | None = None,
+                      lam: float = 1.0) -> np.ndarray:
+    """Temporal regularisation of one particle's fitted radius series (see :func:`trend_filter`).
+
+    Each frame's fit is independent, so its shot noise is independent from frame to frame while
+    the particle changes smoothly, except for a corner at the onset of swelling and possibly a
+    jump when it cracks. The series is smoothed with :func:`trend_filter`, the corner at
+    ``onset_s`` left free and the series split at ``break_index`` (the first cracked frame).
+    Frames without a fit stay NaN.
+
+    Parameters
+    ----------
+    time_s : array_like (n,)
+    radius : array_like (n,)
+        Per-frame fitted radius (any length unit).
+    onset_s : float
+        Onset of swelling (NaN: none).
+    break_index : int, optional
+        First frame of a new segment (cracking).
+    lam : float
+        Penalty of :func:`trend_filter` in units of the noise.
+    Returns
+    -------
+    ndarray (n,)
+    """
+    t = np.asarray(time_s, dtype=np.float64)
+    r = np.asarray(radius, dtype=np.float64)
+    if t.shape != r.shape or r.ndim != 1:
+        raise ParameterError(f"time_s and radius must be 1D of the same length, got {t.shape} and {r.shape}")
+    out = np.full(r.shape, np.nan)
+    cuts = [0, r.size] if break_index is None or not (0 < break_index < r.size) else [0, int(break_index), r.size]
+    for a, b in zip(cuts[:-1], cuts[1:]):
+        seg = r[a:b]
+        ok = np.isfinite(seg)
+        if ok.sum() < 5:
+            out[a:b] = seg
+            continue
+        kinks = ()
+        if np.isfinite(onset_s):
+            i = int(np.searchsorted(t[a:b], onset_s)) - 1
+            # The corner lies between frames i and i + 1: either may carry it.
+            kinks = (i, i + 1)
+        sm = trend_filter(seg, lam=lam, free_kinks=kinks)
+        out[a:b] = np.where(ok, sm, np.nan)
     return out
 
 
@@ -500,7 +659,7 @@ def track_particles(movie: Movie, *, drift=None, detect_frames: int = 5, polarit
                     with_core: bool = True, executor=None, progress: Callable[[int, int], None] | None = None,
                     cancel: threading.Event | None = None, pixel_size_nm: float | None = None,
                     min_radius_px: float = 3.0, max_radius_factor: float = 1.7,
-                    crack_persist_frames: int = 3, chunk_frames: int | None = None,
+                    crack_persist_frames: int = 3, regularise: float = 1.0, chunk_frames: int | None = None,
                     memory_budget_bytes: int | None = None) -> ParticlesResult:
     """Find the particles of a movie and measure each one in every frame.
 
@@ -527,6 +686,9 @@ def track_particles(movie: Movie, *, drift=None, detect_frames: int = 5, polarit
         Largest expected swelling of the radius (1.7: volume x 4.9); sets the fit region.
     crack_persist_frames : int
         Frames a split or new hole must persist to flag cracking.
+    regularise : float
+        Temporal regularisation of each particle's radius series (:func:`regularise_radius`,
+        penalty in units of the frame-to-frame noise); 0 keeps each frame's own fit.
     chunk_frames, memory_budget_bytes : int, optional
         Passed to :func:`map_frames`; results do not depend on them.
 
@@ -550,6 +712,9 @@ def track_particles(movie: Movie, *, drift=None, detect_frames: int = 5, polarit
         raise ParameterError(f"detect_frames must be an integer >= 1, got {detect_frames!r}")
     if not (max_radius_factor >= 1.0 and min_radius_px > 0 and crack_persist_frames >= 1):
         raise ParameterError("max_radius_factor must be >= 1, min_radius_px > 0, crack_persist_frames >= 1")
+    if not (isinstance(regularise, (int, float, np.integer, np.floating)) and not isinstance(regularise, bool)
+            and np.isfinite(regularise) and regularise >= 0):
+        raise ParameterError(f"regularise must be a number >= 0, got {regularise!r}")
     if pixel_size_nm is None:
         if movie.pixel_unit != "nm" or not movie.pixel_size:
             raise ParameterError(f"{movie.path}: no spatial calibration in nm; give pixel_size_nm (--pixel-size)")
@@ -582,26 +747,45 @@ def track_particles(movie: Movie, *, drift=None, detect_frames: int = 5, polarit
     res = map_frames(movie, func, executor=executor, chunk_frames=chunk_frames,
                      memory_budget_bytes=memory_budget_bytes, progress=stage(total - n_f), cancel=cancel)
     px = pixel_size_nm
-    outliers = _temporal_outliers(res["radius_px"])
-    if outliers.any():
-        for f in ("radius_px", "core_radius_px", "radius_err_px", "y_px", "x_px"):
-            res[f][outliers] = np.nan
-        res["ok"][outliers] = 0.0
-        problems.append(f"{int(outliers.sum())} particle-frame fit(s) rejected as outliers of the radius series "
-                        "(area NaN there)")
-    r_nm = res["radius_px"] * px
-    area = np.pi * r_nm ** 2
+    n_out = _reject_outliers(res)
+    if n_out:
+        problems.append(f"{n_out} particle-frame fit(s) rejected as outliers of the radius series (area NaN there)")
     n_p = centres.shape[0]
+    raw_r_nm = res["radius_px"] * px
+    raw_area = np.pi * raw_r_nm ** 2
+    # Onsets and cracking from the per-frame measurements; they place the kinks and breaks the
+    # temporal regularisation must keep.
     onset = np.full(n_p, np.nan)
+    cracked = np.zeros(n_p, bool)
+    crack_t = np.full(n_p, np.nan)
+    crack_i = np.full(n_p, -1)
+    for j in range(n_p):
+        onset[j], _ = onset_from_area(time_s, raw_area[:, j], baseline_frames=k)
+        oi = int(np.searchsorted(time_s, onset[j])) if np.isfinite(onset[j]) else None
+        c, first = crack_flags(res["n_pieces"][:, j], res["n_holes"][:, j], onset_index=oi,
+                               persist_frames=crack_persist_frames)
+        cracked[j] = c
+        if c:
+            crack_t[j], crack_i[j] = time_s[first], first
+    r_nm = raw_r_nm.copy()
+    if regularise > 0:
+        for j in range(n_p):
+            r_nm[:, j] = regularise_radius(time_s, raw_r_nm[:, j], onset_s=onset[j],
+                                           break_index=int(crack_i[j]) if cracked[j] else None, lam=regularise)
+    area = np.pi * r_nm ** 2
+    # A0 from the regularised series (less noisy); the onset stays that of the per-frame areas,
+    # since the regularisation places its corner there.
     a0 = np.full(n_p, np.nan)
     for j in range(n_p):
-        onset[j], a0[j] = onset_from_area(time_s, area[:, j], baseline_frames=k)
+        pre = time_s < onset[j]
+        if np.isfinite(onset[j]) and np.isfinite(area[pre, j]).any():
+            a0[j] = float(np.nanmedian(area[pre, j]))
+        else:
+            a0[j] = onset_from_area(time_s, area[:, j], baseline_frames=k)[1]
     with np.errstate(invalid="ignore", divide="ignore"):
         vr = (area / a0[None, :]) ** 1.5
     rates: list = []
     cores: list = []
-    cracked = np.zeros(n_p, bool)
-    crack_t = np.full(n_p, np.nan)
     core_nm = res["core_radius_px"] * px
     from temtrack.series.expansion import radial_expansion_rate
     for j in range(n_p):
@@ -609,16 +793,11 @@ def track_particles(movie: Movie, *, drift=None, detect_frames: int = 5, polarit
             rates.append(radial_expansion_rate(time_s, 2 * r_nm[:, j]))
         except AnalysisError:
             rates.append(None)
-        oi = int(np.searchsorted(time_s, onset[j])) if np.isfinite(onset[j]) else None
-        c, first = crack_flags(res["n_pieces"][:, j], res["n_holes"][:, j], onset_index=oi,
-                               persist_frames=crack_persist_frames)
-        cracked[j] = c
-        if c:
-            crack_t[j] = time_s[first]
         cores.append(_core_fit(time_s, core_nm[:, j], r_nm[:, j], onset[j]))
     return ParticlesResult(
         time_s=time_s, pixel_size_nm=px, ids=np.arange(n_p), centre0_yx_px=centres,
         y_px=res["y_px"], x_px=res["x_px"], area_nm2=area, equivalent_diameter_nm=2 * r_nm,
+        area_frame_nm2=raw_area, regularisation=float(regularise),
         core_radius_nm=core_nm, radius_err_nm=res["radius_err_px"] * px, volume_ratio=vr, volume_expansion=vr - 1,
         n_pieces=np.nan_to_num(res["n_pieces"], nan=0).astype(int),
         n_holes=np.nan_to_num(res["n_holes"], nan=0).astype(int), fit_ok=res["ok"] > 0.5,

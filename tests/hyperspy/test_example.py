@@ -33,3 +33,14 @@ def test_hyperspy_workflow_example_runs(tmp_path, capsys):
     front = hs.load(tmp_path / "front.hspy")
     np.testing.assert_array_equal(front.data, out["front"].front.data)
     assert front.axes_manager[0].units == "s" and "D = " in printed
+    # Step 7: the particle field, from a lazily loaded TIFF.
+    parts, ptruth = out["particles"], out["particles_truth"]
+    assert parts.n_particles == len(ptruth["particles"])
+    areas = hs.load(tmp_path / "particle_areas.hspy")
+    np.testing.assert_array_equal(areas.data, parts.result.area_nm2.T)
+    true_c = np.array([p["centre_yx_px"] for p in ptruth["particles"]])
+    nearest = np.linalg.norm(parts.result.centre0_yx_px[:, None] - true_c[None], axis=2).argmin(axis=1)
+    onset_err = np.abs(parts.result.onset_s - np.array([ptruth["particles"][i]["onset_s"] for i in nearest]))
+    print("example particle onset errors (s):", np.round(onset_err, 2))
+    assert max(onset_err) <= 2 * ptruth["frame_interval_s"]
+    assert "final volume expansion" in printed
