@@ -93,7 +93,7 @@ def bench_size(size: int, n_frames: int, repeats: int) -> dict:
 
     methods = {"pyFAI integrate1d (csr)": pyfai, "temtrack azimuthal_average, 1 thread": tt_1,
                "temtrack map_frames + azimuthal_average, 2 threads": tt_2,
-               "sparse matrix product bins.matrix @ frames (not temtrack's path)": sparse}
+               "float32 product bins.matrix @ whole stack (not temtrack's float64 per-frame path)": sparse}
     times = {k: [] for k in methods}
     out = {}
     with blas_threads(1):

@@ -17,6 +17,7 @@ grid step and its curvature gives the uncertainty. No per-profile nonlinear opti
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -68,6 +69,9 @@ def cylinder_templates(n_across: int, *, step_px: float = 1.0, radius_step_px: f
                        blur_px: float = 1.0) -> CylinderTemplates:
     """Build the template bank for profiles of ``n_across`` samples (odd, centred on the line).
 
+    Banks are cached per set of arguments (a movie's wire pass, the width measurement and every
+    further run with the same geometry share one; the arrays are read-only).
+
     Parameters
     ----------
     n_across : int
@@ -84,10 +88,16 @@ def cylinder_templates(n_across: int, *, step_px: float = 1.0, radius_step_px: f
         Half-width of the triangular kernel the templates are smoothed with: the bilinear
         interpolation of the sampling blurs an edge by about one pixel.
     """
-    if n_across < 9 or n_across % 2 == 0:
+    if isinstance(n_across, bool) or int(n_across) != n_across or n_across < 9 or n_across % 2 == 0:
         raise ParameterError(f"profiles need an odd number >= 9 of samples, got {n_across}")
     if not (step_px > 0 and radius_step_px > 0 and min_radius_px > 0):
         raise ParameterError("step_px, radius_step_px and min_radius_px must be positive")
+    return _cylinder_templates(int(n_across), float(step_px), float(radius_step_px), float(min_radius_px),
+                               float(max_shift_fraction), float(blur_px))
+
+
+@functools.lru_cache(maxsize=32)
+def _cylinder_templates(n_across, step_px, radius_step_px, min_radius_px, max_shift_fraction, blur_px):
     half = n_across // 2
     max_shift = int(round(max_shift_fraction * half))
     hw = half - max_shift
@@ -98,29 +108,32 @@ def cylinder_templates(n_across: int, *, step_px: float = 1.0, radius_step_px: f
         raise ParameterError(f"profiles of {n_across} samples are too short to fit a wire")
     radii = np.arange(min_radius_px, max_radius, radius_step_px)
     offsets = np.arange(-1.5, 1.5 + 1e-9, 0.5) * step_px
-    # Oversample, blur with a triangle, then take the sample points.
+    # Half-ellipses oversampled 8x, blurred with a triangle, taken at the sample points. Only the
+    # blurred values at the sample points are needed: each is the kernel-weighted sum of the
+    # oversampled values in a window around it (all windows lie inside the oversampled range).
     over = 8
     fine = (np.arange(-hw * over - over, hw * over + over + 1) / over) * step_px
     kern = np.clip(1 - np.abs(np.arange(-over, over + 1) / over * step_px) / max(blur_px, 1e-6), 0, None)
     kern = kern / kern.sum()
     take = np.arange(over, over + (2 * hw) * over + 1, over)
+    rad = np.repeat(radii, offsets.size)[:, None, None]
+    off = np.tile(offsets, radii.size)[:, None, None]
+    pos = fine[take[:, None] + np.arange(-over, over + 1)[None, :]] if blur_px > 0 else fine[take][:, None]
+    t = np.empty((rad.shape[0], take.size))
+    # In blocks of templates: the oversampled values of a whole bank for wide profiles would
+    # take hundreds of MB.
+    step = max(1, (4 << 20) // (8 * pos.size))
+    for a in range(0, rad.shape[0], step):
+        e = np.sqrt(np.clip(1 - ((pos[None] - off[a:a + step]) / rad[a:a + step]) ** 2, 0, None))
+        t[a:a + step] = e @ kern[::-1] if blur_px > 0 else e[:, :, 0]
     n = r.size
     q1 = np.full(n, 1 / math.sqrt(n))
     q2 = r / np.linalg.norm(r)
-    q3 = np.empty((radii.size * offsets.size, n))
-    norm = np.empty(radii.size * offsets.size)
-    k = 0
-    for rad in radii:
-        for off in offsets:
-            t = np.sqrt(np.clip(1 - ((fine - off) / rad) ** 2, 0, None))
-            if blur_px > 0:
-                t = np.convolve(t, kern, mode="same")
-            t = t[take]
-            t = t - (t @ q1) * q1 - (t @ q2) * q2
-            nt = np.linalg.norm(t)
-            q3[k] = t / nt
-            norm[k] = nt
-            k += 1
+    t = t - (t @ q1)[:, None] * q1 - (t @ q2)[:, None] * q2
+    norm = np.linalg.norm(t, axis=1)
+    q3 = t / norm[:, None]
+    for a in (radii, offsets, q3, norm, q2):
+        a.flags.writeable = False
     return CylinderTemplates(radius_px=radii, offset_px=offsets, q3=q3, norm=norm, q2=q2,
                              half_window=hw, max_shift=max_shift, step_px=float(step_px))
 
@@ -132,16 +145,36 @@ def profile_attenuation(intensity: np.ndarray, *, floor: float = 1e-3) -> np.nda
     offset term absorbs.
     """
     intensity = np.asarray(intensity, dtype=np.float64)
-    # Profiles entirely off the frame (all NaN) stay NaN without nanmedian's RuntimeWarning.
-    anyfin = np.isfinite(intensity).any(axis=-1, keepdims=True)
-    ref = np.full(intensity.shape[:-1] + (1,), np.nan)
-    if anyfin.all():
-        ref = np.nanmedian(intensity, axis=-1, keepdims=True)
-    elif anyfin.any():
-        rows = anyfin[..., 0]
-        ref[rows] = np.nanmedian(intensity[rows], axis=-1, keepdims=True)
+    finite = np.isfinite(intensity)
+    if finite.all():
+        # The common case: a partition gives the same values as nanmedian, many times faster
+        # (nanmedian goes through masked arrays for short rows).
+        ref = _median_last(intensity)
+    else:
+        # Profiles entirely off the frame (all NaN) stay NaN without nanmedian's RuntimeWarning.
+        ref = np.full(intensity.shape[:-1] + (1,), np.nan)
+        rows = finite.all(axis=-1)
+        ref[rows] = _median_last(intensity[rows])
+        part = finite.any(axis=-1) & ~rows
+        if part.any():
+            ref[part] = np.nanmedian(intensity[part], axis=-1, keepdims=True)
     ref = np.where(ref > 0, ref, 1.0)
-    return -np.log(np.clip(intensity / ref, floor, None))
+    out = np.divide(intensity, ref)
+    np.clip(out, floor, None, out=out)
+    np.log(out, out=out)
+    return np.negative(out, out=out)
+
+
+def _median_last(a: np.ndarray) -> np.ndarray:
+    """Median along the last axis (keepdims) of finite values, as ``np.median`` computes it."""
+    n = a.shape[-1]
+    if n == 0:
+        return np.full(a.shape[:-1] + (1,), np.nan)
+    k = n // 2
+    if n % 2:
+        return np.partition(a, k, axis=-1)[..., k:k + 1]
+    part = np.partition(a, (k - 1, k), axis=-1)
+    return (part[..., k - 1:k] + part[..., k:k + 1]) / 2
 
 
 def _parabola_vertex(ym, y0, yp):
@@ -189,35 +222,46 @@ def fit_cylinder_profiles(attenuation: np.ndarray, templates: CylinderTemplates)
         return out
     ag = a[good]
     # Integer centre of each profile: centroid of the attenuation above its outer baseline.
-    idx = np.arange(n_across)
+    # (Sums over samples as a product with [1, index]: one pass over the profiles.)
+    idx = np.arange(n_across, dtype=np.float64)
+    ones_idx = np.stack([np.ones(n_across), idx], axis=1)
     edge = max(2, n_across // 8)
-    base = np.median(np.concatenate([ag[:, :edge], ag[:, -edge:]], axis=1), axis=1, keepdims=True)
-    w = np.clip(ag - base, 0, None)
-    wsum = w.sum(axis=1)
-    cen = np.where(wsum > 0, (w * idx).sum(axis=1) / np.where(wsum > 0, wsum, 1), half)
+    base = _median_last(np.concatenate([ag[:, :edge], ag[:, -edge:]], axis=1))
+    w = ag - base
+    np.maximum(w, 0.0, out=w)
+    wsum, wpos = (w @ ones_idx).T
+    cen = np.where(wsum > 0, wpos / np.where(wsum > 0, wsum, 1), half)
     # Again within half a window of that first guess: the far tails carry mostly noise.
-    w = np.where(np.abs(idx[None, :] - cen[:, None]) <= hw / 2, w, 0.0)
-    wsum = w.sum(axis=1)
-    cen = np.where(wsum > 0, (w * idx).sum(axis=1) / np.where(wsum > 0, wsum, 1), cen)
+    # (|i - cen| <= hw / 2 as integer bounds: byte-sized comparisons instead of float passes)
+    i_int = np.arange(n_across)
+    w *= (i_int >= np.ceil(cen - hw / 2)[:, None]) & (i_int <= np.floor(cen + hw / 2)[:, None])
+    wsum, wpos = (w @ ones_idx).T
+    cen = np.where(wsum > 0, wpos / np.where(wsum > 0, wsum, 1), cen)
     shift = np.clip(np.rint(cen - half), -ms, ms).astype(int)
-    win = half + shift[:, None] + np.arange(-hw, hw + 1)[None, :]
-    y = np.take_along_axis(ag, win, axis=1)
+    windows = np.lib.stride_tricks.sliding_window_view(ag, 2 * hw + 1, axis=1)   # (n, 2 ms + 1, window)
+    y = windows[np.arange(ag.shape[0]), shift + ms]
     proj = y @ tp.q3.T                                     # (n, n_templates)
     ymean = y.mean(axis=1, keepdims=True)
     base_rss = ((y - ymean) ** 2).sum(axis=1) - (y @ tp.q2) ** 2
-    score = np.where(proj > 0, proj * proj, -np.inf)       # amplitude must be positive
+    # The best template has the largest squared projection among positive ones (the amplitude
+    # must be positive), i.e. the largest projection; RSS = base - projection^2 is evaluated
+    # only at the best template and its four grid neighbours, not over the whole bank.
     n_r, n_o = tp.radius_px.size, tp.offset_px.size
-    best = np.argmax(score, axis=1)
+    best = np.argmax(proj, axis=1)
     bi, bo = np.divmod(best, n_o)
     rows = np.arange(y.shape[0])
-    rss = base_rss[:, None] - np.where(np.isfinite(score), score, 0.0)
-    rss3 = rss.reshape(-1, n_r, n_o)
-    ok = np.isfinite(score[rows, best]) & (bi > 0) & (bi < n_r - 1)
+    p_best = proj[rows, best]
+
+    def rss_at(i, o):
+        p = proj[rows, i * n_o + o]
+        return base_rss - np.where(p > 0, p * p, 0.0)
+
+    ok = (p_best > 0) & (bi > 0) & (bi < n_r - 1)
     bi_c = np.clip(bi, 1, n_r - 2)
-    r_m, r_0, r_p = rss3[rows, bi_c - 1, bo], rss3[rows, bi_c, bo], rss3[rows, bi_c + 1, bo]
+    r_m, r_0, r_p = rss_at(bi_c - 1, bo), rss_at(bi_c, bo), rss_at(bi_c + 1, bo)
     dr, curv_r = _parabola_vertex(r_m, r_0, r_p)
     bo_c = np.clip(bo, 1, n_o - 2)
-    o_m, o_0, o_p = rss3[rows, bi, bo_c - 1], rss3[rows, bi, bo_c], rss3[rows, bi, bo_c + 1]
+    o_m, o_0, o_p = rss_at(bi, bo_c - 1), rss_at(bi, bo_c), rss_at(bi, bo_c + 1)
     do, _ = _parabola_vertex(o_m, o_0, o_p)
     step_r = tp.radius_px[1] - tp.radius_px[0]
     step_o = tp.offset_px[1] - tp.offset_px[0]
@@ -228,11 +272,11 @@ def fit_cylinder_profiles(attenuation: np.ndarray, templates: CylinderTemplates)
     # RSS(R) ~ RSS_min + (curv / (2 step^2)) (R - R_hat)^2; one sigma where the rise equals sigma^2.
     with np.errstate(invalid="ignore", divide="ignore"):
         err_r = np.sqrt(2 * sigma2 / np.where(curv_r > 0, curv_r, np.nan)) * step_r
-    amp = proj[rows, best] / tp.norm[best]
+    amp = p_best / tp.norm[best]
     # The projection on an orthonormal template has the noise's standard deviation: demand a
     # wire well above what the best of many templates finds in pure noise (about 4 sigma).
     with np.errstate(invalid="ignore", divide="ignore"):
-        significance = proj[rows, best] / np.sqrt(sigma2)
+        significance = p_best / np.sqrt(sigma2)
     ok &= significance > MIN_SIGNIFICANCE
     center = (shift * tp.step_px) + offset
     d = np.where(ok, 2 * radius, np.nan)

@@ -67,7 +67,14 @@ class AnalyzeRecipe(Recipe):
     frames : [start, stop] or None
         Frame range analysed (stop exclusive).
     memory_budget_mb : float or None
-        Memory for frames in flight (default 1 GiB).
+        Bound (MiB, default 1024) on what the passes over the movie hold at once: the chunks of
+        frames read and converted to float32 on every worker, and each chunk's working arrays
+        (spectra of the drift pass, strips and profile fits of the wire pass). Not covered: the
+        interpreter and libraries (about 100 MiB), the per-frame results (a few values per frame
+        and position along the wire, n_frames x n_positions) and the page cache of a
+        memory-mapped file (shared, dropped by the kernel when needed). A chunk holds at least one
+        frame (and up to 16 MiB of frames in the wire pass), so budgets below a few frames per
+        worker are exceeded. Peak memory does not grow with the movie's length.
     bin_px : int
         Perpendicular profiles (1 px apart) averaged along the wire per diameter fit (default 4).
     min_significance : float
@@ -77,8 +84,16 @@ class AnalyzeRecipe(Recipe):
         (results under ``wires``; ``line`` is the first wire).
     stimulus_log : str or None
         Potentiostat / biasing-holder CSV log read beside the movie (:mod:`temtrack.series.stimulus`).
-    stimulus_offset_s : float
-        Clock offset: log time = movie time + offset.
+    stimulus_offset_s : float or 'auto'
+        Clock offset: log time = movie time + offset; ``'auto'`` matches the front's onset
+        (kinetics t0) to the first step in the log.
+    stimulus_event_s : float or None
+        Movie time of an event the user marked (bias on, contact); the log's step in
+        ``stimulus_channel`` gives the offset (:func:`temtrack.series.stimulus.estimate_clock_offset_from_event`).
+    stimulus_channel : str
+        Log channel the event is found in: 'auto', 'current', 'voltage', 'temperature' or 'note'.
+    stimulus_log_channel : str or None
+        Holder channel of a Protochips log ('A', 'B'); default the one that carried a current.
     """
 
     kind = "analyze"
@@ -100,7 +115,10 @@ class AnalyzeRecipe(Recipe):
     min_significance: float = 5.0
     more_lines: list = field(default_factory=list)
     stimulus_log: str | None = None
-    stimulus_offset_s: float = 0.0
+    stimulus_offset_s: float | str = 0.0
+    stimulus_event_s: float | None = None
+    stimulus_channel: str = "auto"
+    stimulus_log_channel: str | None = None
 
     def validate(self) -> None:
         def positive(name, value):
@@ -184,6 +202,9 @@ class AnalyzeRecipe(Recipe):
             self.frames = [a, b]
         if isinstance(self.bin_px, bool) or not isinstance(self.bin_px, int) or not (2 <= self.bin_px <= 64):
             raise ParameterError(f"recipe: bin_px must be an integer 2..64, got {self.bin_px!r}")
+        from temtrack.series.stimulus import validate_stimulus_options
+        self.stimulus_offset_s, self.stimulus_event_s = validate_stimulus_options(
+            self.stimulus_offset_s, self.stimulus_event_s, self.stimulus_channel)
 
 
 @dataclass
@@ -485,7 +506,9 @@ def analyze(movie: Movie, recipe: AnalyzeRecipe, *, executor=None, progress=None
     series = measure_wire_series(movie, sampler, dy_px=dy, dx_px=dx, start=start, stop=stop, executor=executor,
                                  memory_budget_bytes=budget, progress=prog.stage(n), cancel=cancel)
     time_s = movie.times_s[start:stop] - 0.0
-    front = track_front(series, time_s, pixel_size_nm=px, min_significance=recipe.min_significance)
+    from temtrack.pipeline.executor import one_blas_thread
+    with one_blas_thread():  # small matrix products: more BLAS threads only spin-wait (2-3x slower)
+        front = track_front(series, time_s, pixel_size_nm=px, min_significance=recipe.min_significance)
     warnings.extend(front.warnings)
     if not front.detected:
         problems.append(front.message)
@@ -498,8 +521,11 @@ def analyze(movie: Movie, recipe: AnalyzeRecipe, *, executor=None, progress=None
         from temtrack.series.kinetics import fit_kinetics
         ok = front.used_for_fit
         try:
-            kinetics = fit_kinetics(time_s[ok], front.position_nm[ok], position_err_nm=front.uncertainty_nm[ok],
-                                    models=recipe.kinetics_models, prefactor=recipe.prefactor)
+            # --auto puts the contact at the source's outline, not where Na enters: fit the offset x0
+            with one_blas_thread():
+                kinetics = fit_kinetics(time_s[ok], front.position_nm[ok], position_err_nm=front.uncertainty_nm[ok],
+                                        models=recipe.kinetics_models, prefactor=recipe.prefactor,
+                                        origin="free" if recipe.auto else "contact")
             kin_json = kinetics.to_json()
             for name, f in kinetics.fits.items():
                 for w in f.warnings:
@@ -538,24 +564,20 @@ def analyze(movie: Movie, recipe: AnalyzeRecipe, *, executor=None, progress=None
         diameter=diameter, kinetics=kinetics, kinetics_json=kin_json, expansion=expansion, warnings=warnings,
         problems=problems, started=started)
     if recipe.stimulus_log:
-        result.stimulus = _stimulus_block(recipe, time_s, front, diameter)
+        result.stimulus = _stimulus_block(recipe, time_s, front, diameter, kin_json, movie.frame_interval_s)
+        result.warnings.extend(result.stimulus.pop("warnings", []))
     result.finished = _now()
     return result
 
 
-def _stimulus_block(recipe, time_s, front, diameter) -> dict:
-    """Current/voltage at the frame times and the charge passed beside the reacted volume."""
-    from temtrack.series.stimulus import align_to_frames, charge_vs_reacted_volume, read_stimulus_log
-    log = read_stimulus_log(recipe.stimulus_log)
-    block = align_to_frames(log, time_s, offset_s=float(recipe.stimulus_offset_s))
-    block["log_file"] = str(log.path)
-    d1 = getattr(diameter, "sodiated_nm", None)
-    if block["charge_C"] is not None and d1 is not None and np.isfinite(d1):
-        position = np.where(np.isfinite(front.position_nm), front.position_nm, np.nan)
-        block.update({k: v for k, v in charge_vs_reacted_volume(block["charge_C"], position,
-                                                                   sodiated_diameter_nm=float(d1)).items()
-                      if k != "charge_C"})
-    return block
+def _stimulus_block(recipe, time_s, front, diameter, kinetics_json, frame_interval_s) -> dict:
+    """Current/voltage at the frame times, the clock offset and the charge beside the reacted volume."""
+    from temtrack.series.stimulus import stimulus_for_analysis
+    return stimulus_for_analysis(
+        recipe.stimulus_log, time_s, offset_s=recipe.stimulus_offset_s, event_s=recipe.stimulus_event_s,
+        channel=recipe.stimulus_channel, log_channel=recipe.stimulus_log_channel,
+        frame_interval_s=frame_interval_s, kinetics=kinetics_json, front_position_nm=front.position_nm,
+        sodiated_diameter_nm=getattr(diameter, "sodiated_nm", None))
 
 
 def _expansion_probe(front, diameter, series, px):
@@ -607,7 +629,8 @@ def write_analyze_results(result: AnalyzeResult, out_dir, *, overwrite: bool = F
     Files: ``results.json``; ``front.csv``, ``diameters.csv`` (d(s,t), long form), ``probes.csv``,
     ``shifts.csv``; ``kymograph.npy`` and ``kymograph.tif`` (float32, rows = frames, columns =
     1 px steps along the line) and ``kymograph.png``; ``front.png``, ``diameter.png``,
-    ``diameter_map.png``, ``shifts.png``.
+    ``diameter_map.png``, ``shifts.png``; with a stimulus log ``stimulus.csv``, ``stimulus.png`` and
+    ``charge_volume.png``. Every PNG has an SVG (and PDF, see ``temtrack.io.results.figure_formats``) twin.
 
     Returns
     -------
@@ -642,7 +665,8 @@ def _write_wire_files(stage: Path, r: AnalyzeResult) -> None:
     if r.stimulus is not None:
         write_csv_atomic(stage / "stimulus.csv", {"time_s": t.tolist(), **{
             k: np.asarray(r.stimulus[k], float).tolist() for k in
-            ("current_A", "voltage_V", "charge_C", "reacted_volume_nm3", "na_per_nm3") if r.stimulus.get(k) is not None}})
+            ("current_A", "voltage_V", "temperature_C", "charge_C", "reacted_volume_nm3", "na_per_nm3")
+            if r.stimulus.get(k) is not None}})
     cols = {"frame": r.frame_index.tolist(), "time_s": t.tolist(), "position_nm": fr.position_nm.tolist(),
             "uncertainty_nm": fr.uncertainty_nm.tolist(), "monotonic_nm": fr.monotonic_nm.tolist(),
             "flag": list(fr.flags), "used_for_fit": [int(v) for v in fr.used_for_fit]}
@@ -672,7 +696,9 @@ def _write_wire_files(stage: Path, r: AnalyzeResult) -> None:
     write_bytes_atomic(stage / "kymograph.tif", buf.getvalue())
     s_nm = r.kymograph_s_nm
     ok = fr.used_for_fit
-    save_figure_atomic(plots.kymograph_figure(kymo, s_nm, t, front_time_s=t[ok], front_nm=fr.position_nm[ok]),
+    best = r.kinetics.best.name if r.kinetics is not None else None
+    save_figure_atomic(plots.kymograph_figure(kymo, s_nm, t, front_time_s=t[ok], front_nm=fr.position_nm[ok],
+                                              fit_time_s=t, fit_nm=curves.get(best), fit_label=f"{best} fit"),
                        stage / "kymograph.png", dpi=120)
     excluded = np.isfinite(fr.position_nm) & ~ok
     save_figure_atomic(plots.front_figure(t[ok], fr.position_nm[ok], fr.uncertainty_nm[ok],
@@ -685,3 +711,5 @@ def _write_wire_files(stage: Path, r: AnalyzeResult) -> None:
     save_figure_atomic(plots.diameter_map_figure(dm.map_nm, dm.s_nm, t, front_time_s=t[ok],
                                                  front_nm=fr.position_nm[ok]), stage / "diameter_map.png", dpi=120)
     save_figure_atomic(plots.shifts_figure(t, r.drift_dy_px, r.drift_dx_px), stage / "shifts.png", dpi=120)
+    for name, fig in plots.stimulus_figures(r).items():
+        save_figure_atomic(fig, stage / name, dpi=120)

@@ -62,6 +62,22 @@ def test_masked_pixels_do_not_bias_the_mean_and_stack_equals_single():
     np.testing.assert_allclose((M @ img.ravel()) / np.asarray(M.sum(axis=1)).ravel(), part, rtol=1e-10)
 
 
+def test_mean_is_the_sub_pixel_average_and_the_map_is_built_once():
+    shape, c = (90, 110), (44.3, 52.8)
+    rng = np.random.default_rng(3)
+    img = _ring_image(shape, c, 30.0, 2.0) + rng.normal(0, 0.5, shape)
+    mask = np.ones(shape, bool)
+    mask[10:40, 60:75] = False
+    bins = radial_bins(shape, center_yx=c, q_edges_nm_inv=np.arange(5, 40.01, 0.5), mask=mask, oversample=3)
+    # The definition: every valid sub-pixel adds its pixel's value to its bin, weight 1/oversample^2.
+    sums = np.bincount(bins.sub_bin, weights=img.ravel()[bins.sub_pixel], minlength=bins.q_nm_inv.size)
+    want = sums / bins.oversample ** 2 / bins.coverage
+    got = azimuthal_average(img.astype(np.float32), bins)
+    np.testing.assert_allclose(got, want, rtol=1e-6)   # float32 frames: their own rounding
+    np.testing.assert_allclose(azimuthal_average(img, bins), want, rtol=1e-12)
+    assert bins.matrix is bins.matrix
+
+
 def test_agrees_with_pyfai_within_one_percent():
     pyFAI = pytest.importorskip("pyFAI")
     from pyFAI.integrator.azimuthal import AzimuthalIntegrator
