@@ -16,6 +16,14 @@ noise-only high frequencies as to the signal. Here
   (a matrix product per frame, like skimage's local upsampled DFT but with no grid to choose), or by
   skimage's local upsampled DFT (``subpixel='dft'``), or by a 3-point Gaussian fit.
 
+For the last, sub-pixel step against a low-noise template (:func:`template_basis`,
+:func:`register_to_template`) there is no FFT per frame at all: the template, Wiener-filtered and
+shifted by ``delta``, is written as its Taylor series to 4th order, so the weighted least-squares
+misfit of a frame at any ``delta`` follows from the frame's projections on 15 derivative images
+(one matrix product for a whole batch of frames). The weights live on the template's grid, so a
+frame is weighted by where the specimen is, not by where the frame's edge is: a window that moves
+with the frame biases a correlation peak wherever strong features cross the window's edge.
+
 Sign convention (shared with :mod:`temtrack.series.drift` and the synthetic truth): the shift of a
 frame relative to a reference is ``(dy, dx)`` such that a feature at (y, x) in the reference appears
 at (y + dy, x + dx) in the frame.
@@ -33,12 +41,16 @@ from temtrack.errors import ParameterError
 __all__ = [
     "bandpass_weights",
     "frame_spectra",
+    "radial_power",
     "reference_spectrum",
     "register_pairs",
     "register_spectra",
     "register_to_reference",
+    "register_to_template",
     "shift_frames",
+    "template_basis",
     "window_2d",
+    "TemplateBasis",
 ]
 
 _WINDOWS = ("hann", "tukey", "none")
@@ -352,6 +364,247 @@ def register_pairs(frames, *, window: str | np.ndarray = "hann", whiten: float =
     return register_spectra(spec[1:], spec[:-1], shape=frames.shape[1:], whiten=whiten,
                             smooth_px=smooth_px, highpass_px=highpass_px, subpixel=subpixel,
                             upsample=upsample, max_shift_px=max_shift_px)
+
+
+# -- Taylor-expanded template (least-squares fine registration) -----------------------------
+_TAYLOR_ORDER = 4
+# Multi-indices (ay, ax) of the derivative images, all orders 0..4.
+_ALPHAS = tuple((ay, order - ay) for order in range(_TAYLOR_ORDER + 1) for ay in range(order + 1))
+_RADIAL_BINS = 48
+
+
+class TemplateBasis:
+    """A template prepared for :func:`register_to_template` (see :func:`template_basis`).
+
+    Attributes
+    ----------
+    shape : (rows, cols)
+        Grid of the template and of the frames registered to it.
+    weighted : ndarray of float32, shape (15, rows * cols)
+        ``weights * (d^a T - weighted mean)`` for the derivative orders ``a`` of the Taylor series.
+    gram : ndarray of float64, shape (15, 15)
+        Weighted inner products of the mean-free derivative images.
+    """
+
+    __slots__ = ("shape", "weighted", "gram")
+
+    def __init__(self, shape, weighted, gram):
+        self.shape = (int(shape[0]), int(shape[1]))
+        self.weighted = weighted
+        self.gram = gram
+
+
+def radial_power(spectra, shape) -> np.ndarray:
+    """Mean ``|spectrum|**2`` per pixel of the frame, in radial frequency bins.
+
+    Parameters
+    ----------
+    spectra : ndarray of complex, shape (..., rows, cols // 2 + 1)
+        ``rfft2`` of frames of ``shape`` (averaged over the leading axes).
+    shape : (rows, cols)
+
+    Returns
+    -------
+    ndarray of float64, shape (48,)
+        Power spectral density per pixel (``sigma**2`` for white noise of variance ``sigma**2``)
+        in bins of 1/96 cycle/px from 0 to 0.5 cycle/px (the corners beyond go to the last bin).
+    """
+    shape = _check_shape(shape)
+    spectra = np.asarray(spectra)
+    power = (spectra.real ** 2 + spectra.imag ** 2).reshape(-1, *spectra.shape[-2:]).mean(axis=0)
+    bins, counts = _radial_bins(shape)
+    return np.bincount(bins.ravel(), (power * _half_weights(shape[1])[None]).ravel(), _RADIAL_BINS) \
+        / counts / (shape[0] * shape[1])
+
+
+@lru_cache(maxsize=8)
+def _radial_bins(shape):
+    fy = sfft.fftfreq(shape[0])[:, None]
+    fx = sfft.rfftfreq(shape[1])[None, :]
+    bins = np.minimum((np.sqrt(fy * fy + fx * fx) * (2 * _RADIAL_BINS)).astype(np.intp), _RADIAL_BINS - 1)
+    counts = np.bincount(bins.ravel(), np.broadcast_to(_half_weights(shape[1])[None], bins.shape).ravel(),
+                         _RADIAL_BINS)
+    bins.flags.writeable = False
+    return bins, np.maximum(counts, 1.0)
+
+
+def template_basis(template, weights, *, noise_psd, n_frames: int) -> TemplateBasis:
+    """Prepare a template (the mean of ``n_frames`` aligned frames) for least-squares registration.
+
+    The template is extended by mirroring (so its FFT sees no edge discontinuity), Wiener-filtered
+    against the noise it keeps from its frames (``noise_psd / n_frames``), and differentiated to
+    4th order in Fourier space.
+
+    Parameters
+    ----------
+    template : array_like, shape (rows, cols)
+    weights : array_like, shape (rows, cols)
+        Non-negative weight of each template pixel in the misfit (e.g. a taper times the inverse
+        noise variance, zero on parts of the specimen that change).
+    noise_psd : array_like, shape (48,)
+        Noise power per pixel of *one* frame in radial frequency bins (:func:`radial_power` of
+        noise-only frames).
+    n_frames : int
+        Frames averaged into the template.
+
+    Returns
+    -------
+    TemplateBasis
+    """
+    t = np.asarray(template, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    if t.ndim != 2 or t.shape != w.shape:
+        raise ParameterError(f"template {t.shape} and weights {w.shape} must be 2D arrays of the same shape")
+    rows, cols = _check_shape(t.shape)
+    noise = np.asarray(noise_psd, dtype=np.float64)
+    if noise.shape != (_RADIAL_BINS,):
+        raise ParameterError(f"noise_psd must have {_RADIAL_BINS} radial bins, got shape {noise.shape}")
+    if int(n_frames) < 1:
+        raise ParameterError(f"n_frames must be >= 1, got {n_frames}")
+    wsum = float(w.sum())
+    if not (wsum > 0) or np.any(w < 0):
+        raise ParameterError("weights must be non-negative with a positive sum")
+    # The cosine transform is the FFT of the mirror-extended template: no edge discontinuity, so the
+    # derivatives carry no ringing from the frame's border, at the cost of one rows x cols transform.
+    # Sizes with large prime factors transform up to 5x slower: extend by mirroring (what the
+    # cosine transform assumes anyway) to a 5-smooth size, and crop the derivatives back.
+    out_rows, out_cols = rows, cols
+    rows, cols = _smooth_up(rows), _smooth_up(cols)
+    t = np.pad(t, ((0, rows - out_rows), (0, cols - out_cols)), mode="symmetric")
+    coef = sfft.dctn(t.astype(np.float32), type=2, workers=1)
+    fy = np.arange(rows) / (2.0 * rows)
+    fx = np.arange(cols) / (2.0 * cols)
+    f = np.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)
+    bins = np.minimum((f * (2 * _RADIAL_BINS)).astype(np.intp), _RADIAL_BINS - 1)
+    counts = np.maximum(np.bincount(bins.ravel(), minlength=_RADIAL_BINS), 1)
+    power = np.bincount(bins.ravel(), np.square(coef).ravel(), _RADIAL_BINS) / counts / (4.0 * rows * cols)
+    noise_t = np.maximum(noise, 0.0) / int(n_frames)
+    signal = np.maximum(power - noise_t, 0.0)
+    wiener = signal / np.maximum(signal + noise_t, 1e-300)
+    coef *= wiener[bins].astype(np.float32)
+    # d^m/dx^m cos(th (x + 1/2)) = (-1)^(m/2) th^m cos(...) for even m, (-1)^((m+1)/2) th^m sin(...)
+    # for odd m: a cosine series (inverse DCT) or a sine series shifted by one index (inverse DST).
+    thy = (math.pi * np.arange(rows) / rows).astype(np.float32)
+    thx = (math.pi * np.arange(cols) / cols).astype(np.float32)
+    stack = np.empty((len(_ALPHAS), rows, cols), dtype=np.float32)
+    for a, (ay, ax) in enumerate(_ALPHAS):
+        gy = thy ** ay * np.float32((-1) ** ((ay + 1) // 2))
+        gx = thx ** ax * np.float32((-1) ** ((ax + 1) // 2))
+        stack[a] = coef * gy[:, None] * gx[None, :]
+    odd_y = np.array([ay % 2 == 1 for ay, _ in _ALPHAS])
+    odd_x = np.array([ax % 2 == 1 for _, ax in _ALPHAS])
+    for axis, odd in ((1, odd_y), (2, odd_x)):
+        if (~odd).any():
+            stack[~odd] = sfft.idct(stack[~odd], type=2, axis=axis, workers=1)
+        if odd.any():
+            part = np.roll(stack[odd], -1, axis=axis)
+            idx = [slice(None)] * 3
+            idx[axis] = -1
+            part[tuple(idx)] = 0.0
+            stack[odd] = sfft.idst(part, type=2, axis=axis, workers=1)
+    deriv = np.ascontiguousarray(stack[:, :out_rows, :out_cols]).reshape(len(_ALPHAS), -1)
+    rows, cols = out_rows, out_cols
+    wf = w.ravel().astype(np.float32)
+    deriv -= ((deriv @ wf) / np.float32(wsum))[:, None]
+    weighted = deriv * wf[None]
+    gram = (weighted @ deriv.T).astype(np.float64)
+    return TemplateBasis((rows, cols), weighted, gram)
+
+
+_AY = np.array([ay for ay, _ in _ALPHAS])
+_AX = np.array([ax for _, ax in _ALPHAS])
+_FACT = np.array([math.factorial(ay) * math.factorial(ax) for ay, ax in _ALPHAS], dtype=np.float64)
+
+
+def _smooth_up(n: int) -> int:
+    """Smallest size >= n with no prime factor above 5."""
+    m = int(n)
+    while True:
+        k = m
+        for p in (2, 3, 5):
+            while k % p == 0:
+                k //= p
+        if k == 1:
+            return m
+        m += 1
+
+
+def _taylor_coeffs(d: np.ndarray) -> np.ndarray:
+    """Coefficients of ``T(x - d) = sum_a c_a(d) d^a T(x)``, shape (m, 15)."""
+    return (-d[:, 0:1]) ** _AY * (-d[:, 1:2]) ** _AX / _FACT
+
+
+def _taylor_score(d, proj, gram):
+    """Weighted normalised correlation of each frame with the template shifted by d (up to a factor).
+
+    ``d`` is (k, m, 2): k trial shifts for each of the m frames.
+    """
+    k, m = d.shape[:2]
+    c = _taylor_coeffs(d.reshape(-1, 2)).reshape(k, m, -1)
+    u = np.einsum("kma,ma->km", c, proj)
+    v = np.einsum("kma,ab,kmb->km", c, gram, c)
+    return u / np.sqrt(np.maximum(v, 1e-300))
+
+
+def register_to_template(frames, basis: TemplateBasis, *, iterations: int = 8,
+                         max_shift_px: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    """Sub-pixel shift of frames against a template prepared by :func:`template_basis`.
+
+    Each frame ``A`` is fitted as ``gain * T(x - d) + offset`` by weighted least squares
+    (equivalently, ``d`` maximises the weighted normalised correlation); gain and offset absorb
+    beam-current flicker. The frames must already be aligned with the template to better than
+    about a pixel (integer pre-alignment: crop each frame at its rounded shift).
+
+    Parameters
+    ----------
+    frames : array_like, shape (m, rows, cols) on the template's grid
+    basis : TemplateBasis
+    iterations : int
+        Newton steps (each at most a quarter pixel).
+    max_shift_px : float
+        Shifts beyond this are reported as failures.
+
+    Returns
+    -------
+    shifts : ndarray of float64, shape (m, 2)
+        (dy, dx): a feature at (y, x) in the template is at (y + dy, x + dx) in the frame.
+    ok : ndarray of bool, shape (m,)
+        False where the fit did not converge to a maximum within ``max_shift_px``.
+    """
+    if not isinstance(basis, TemplateBasis):
+        raise ParameterError(f"basis must be a TemplateBasis, got {type(basis).__name__}")
+    arr = np.asarray(frames, dtype=np.float32)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[1:] != basis.shape:
+        raise ParameterError(f"frames of shape {arr.shape} do not match the template grid {basis.shape}")
+    m = arr.shape[0]
+    if m == 0:
+        return np.zeros((0, 2)), np.zeros(0, bool)
+    flat = arr.reshape(m, -1)
+    if not np.isfinite(flat.sum(dtype=np.float64)):
+        flat = np.nan_to_num(flat, nan=0.0, posinf=0.0, neginf=0.0)
+    proj = (flat @ basis.weighted.T).astype(np.float64)
+    d = np.zeros((m, 2))
+    ok = np.ones(m, dtype=bool)
+    h = 0.01
+    # Finite-difference stencil for the gradient and Hessian of the score at d.
+    stencil = np.array([(0, 0), (h, 0), (-h, 0), (0, h), (0, -h), (h, h), (-h, -h)], dtype=np.float64)
+    for _ in range(int(iterations)):
+        f0, fpy, fmy, fpx, fmx, fpp, fmm = _taylor_score(d[None] + stencil[:, None], proj, basis.gram)
+        gy, gx = (fpy - fmy) / (2 * h), (fpx - fmx) / (2 * h)
+        hyy = (fpy - 2 * f0 + fmy) / h ** 2
+        hxx = (fpx - 2 * f0 + fmx) / h ** 2
+        hxy = (fpp - fpy - fpx + 2 * f0 - fmy - fmx + fmm) / (2 * h ** 2)
+        det = hyy * hxx - hxy * hxy
+        ok = (hyy < 0) & (hxx < 0) & (det > 0)
+        safe = np.where(ok, det, 1.0)
+        sy = np.where(ok, -(hxx * gy - hxy * gx) / safe, 0.25 * np.sign(gy))
+        sx = np.where(ok, -(hyy * gx - hxy * gy) / safe, 0.25 * np.sign(gx))
+        d[:, 0] += np.clip(sy, -0.25, 0.25)
+        d[:, 1] += np.clip(sx, -0.25, 0.25)
+    ok &= np.all(np.isfinite(d), axis=1) & (np.hypot(d[:, 0], d[:, 1]) <= max_shift_px)
+    return d, ok
 
 
 # -- applying shifts ---------------------------------------------------------------------------

@@ -33,6 +33,32 @@ def test_sign_convention_and_subpixel_exact_on_periodic_shift():
         assert np.all(quality > 10)
 
 
+def test_taylor_template_registration_exact_and_gain_invariant():
+    """Least squares on the Taylor-expanded template: sub-pixel shifts, beam-current gain and offset."""
+    img = _texture((96, 112), seed=6, sigma=2.5)
+    true = np.array([[0.3, -0.45], [-0.6, 0.2], [0.05, 0.7], [0.0, 0.0]])
+    frames = reg.shift_frames(np.repeat(img[None], 4, axis=0), true, order="fourier")
+    frames = frames * np.array([1.0, 1.1, 0.9, 1.2], np.float32)[:, None, None] + 5.0
+    taper = np.outer(np.hanning(96), np.hanning(112))
+    basis = reg.template_basis(img, taper + 1e-3, noise_psd=np.full(48, 1e-6), n_frames=1000)
+    shifts, ok = reg.register_to_template(frames, basis)
+    err = np.abs(shifts - true).max()
+    print(f"\n[taylor registration] max error {err:.1e} px")
+    assert ok.all() and err < 3e-3
+    with pytest.raises(ParameterError):
+        reg.register_to_template(frames[:, :50], basis)
+    with pytest.raises(ParameterError):
+        reg.template_basis(img, -taper, noise_psd=np.ones(48), n_frames=1)
+
+
+def test_radial_power_of_white_noise_is_its_variance():
+    rng = np.random.default_rng(7)
+    noise = rng.normal(scale=3.0, size=(20, 64, 80))
+    psd = reg.radial_power(np.fft.rfft2(noise), (64, 80))
+    print(f"\n[radial power] white noise of variance 9: {psd.min():.2f}-{psd.max():.2f}")
+    assert np.all(np.abs(psd[1:] / 9.0 - 1) < 0.25)
+
+
 def test_register_pairs_and_max_shift():
     img = _texture((96, 96), seed=1)
     path = np.array([[0, 0], [1.5, -2.0], [9.0, 4.0]])

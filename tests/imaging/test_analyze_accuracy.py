@@ -107,9 +107,6 @@ def test_dose40_full_pipeline(dose40_movie):
     _check_dose40(res, truth, f"dose 40, angle {truth['angle_deg']:g}, full")
 
 
-@pytest.mark.xfail(strict=False, reason="known limitation: on these 384 px movies the drift RMS is 0.10-0.17 px "
-                   "(target 0.1; met at 0.067-0.088 px on tests/drift's movies). Most of it is frame 0's own "
-                   "registration noise, common to every shift; see the issue note")
 def test_dose40_drift_accuracy(dose40_movie):
     pytest.importorskip("temtrack.series.drift", reason="drift estimation (issue 3 item 1) not in the tree yet")
     movie, truth = dose40_movie
