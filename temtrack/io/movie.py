@@ -274,6 +274,33 @@ class Movie:
         return (_call, (self.reopen,))
 
 
+def metadata_to_json(obj, depth: int = 0):
+    """A JSON-serialisable copy of a reader's metadata tree, for ``Movie.original_metadata``.
+
+    numpy scalars and short arrays become plain values, bytes are decoded, non-finite floats become
+    None, anything else its ``str``; deeper than 12 levels or past 1000 list items is cut.
+    """
+    if depth > 12:
+        return None
+    if isinstance(obj, dict):
+        return {str(k): metadata_to_json(v, depth + 1) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [metadata_to_json(v, depth + 1) for v in obj[:1000]]
+    if isinstance(obj, np.ndarray):
+        return obj.tolist() if obj.size <= 1000 else f"<array {obj.shape} {obj.dtype}>"
+    if isinstance(obj, np.generic):
+        if isinstance(obj, (np.bytes_, np.void)):
+            return bytes(obj).decode("latin-1")
+        obj = obj.item()
+    if isinstance(obj, bytes):
+        return obj.decode("utf-8", "replace")
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
 def finite_frames(block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Replace NaN/Inf pixels by their frame's median of finite pixels (in place).
 

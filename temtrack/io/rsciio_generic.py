@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from temtrack.errors import MovieReadError
-from temtrack.io.movie import Movie, normalise_length_unit, time_unit_to_s
+from temtrack.io.movie import Movie, metadata_to_json, normalise_length_unit, time_unit_to_s
 from temtrack.io.ser import _ser_times  # noqa: F401  (TIA moved to temtrack.io.ser; kept importable here)
 
 FORMATS = ("emd", "ser", "mrc", "hspy", "zspy")
@@ -61,23 +61,6 @@ def _time_factor(unit) -> float | None:
     return time_unit_to_s(_TIME_ALIASES.get(u.lower(), u))
 
 
-def _jsonable(obj, depth: int = 0):
-    """A JSON-serialisable copy of a metadata tree (numpy scalars and short arrays converted)."""
-    if depth > 12:
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v, depth + 1) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v, depth + 1) for v in obj[:1000]]
-    if isinstance(obj, np.ndarray):
-        return obj.tolist() if obj.size <= 1000 else f"<array {obj.shape} {obj.dtype}>"
-    if isinstance(obj, np.generic):
-        return obj.item() if not isinstance(obj, (np.bytes_, np.void)) else bytes(obj).decode("latin-1")
-    if isinstance(obj, bytes):
-        return obj.decode("utf-8", "replace")
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    return str(obj)
 
 
 # -- axes ------------------------------------------------------------------------------------------
@@ -194,7 +177,7 @@ def _movie_from_signal(path: Path, fmt: str, sig: dict, problems: list, meta: di
         raise MovieReadError(path, f"empty stack (shape {tuple(data.shape)})")
     n = int(data.shape[0])
     pixel_size, pixel_unit = _pixel_calibration(y, x, problems, meta)
-    meta["axes"] = [_jsonable({k: v for k, v in a.items() if not k.startswith("_")}) for a in (t, y, x) if a]
+    meta["axes"] = [metadata_to_json({k: v for k, v in a.items() if not k.startswith("_")}) for a in (t, y, x) if a]
     if times_s is None:
         times_s, time_source = _axis_times(t, n)
     if times_s is None:
@@ -281,11 +264,11 @@ def _read_emd(path: Path, reopen) -> Movie:
     except TypeError:
         signals = file_reader(str(path), lazy=True)
     sig = _pick_image_signal(path, signals, problems)
-    meta = {"rsciio_metadata": _jsonable(sig.get("metadata", {}))}
+    meta = {"rsciio_metadata": metadata_to_json(sig.get("metadata", {}))}
     om = sig.get("original_metadata", {}) or {}
     for key in ("Instrument", "Acquisition", "Detectors", "BinaryResult", "Optics"):
         if key in om:
-            meta[key] = _jsonable(om[key])
+            meta[key] = metadata_to_json(om[key])
     data, t, y, x = _normalise_axes(path, sig["data"], sig["axes"])
     n = int(data.shape[0])
     times_s, source = None, None
@@ -299,7 +282,7 @@ def _read_emd(path: Path, reopen) -> Movie:
             source = "timestamps"
             meta["timestamp_camera"] = camera
             if t is not None:
-                meta["time_axis_scale_s_is_exposure"] = _jsonable(t.get("scale"))
+                meta["time_axis_scale_s_is_exposure"] = metadata_to_json(t.get("scale"))
             if np.any(np.diff(times_s) <= 0):
                 problems.append("time stamps not increasing")
         else:
@@ -411,8 +394,8 @@ def _read_hyperspy(path: Path, fmt: str, reopen) -> Movie:
         # rosettasciio opens a lazy .zspy read-write unless told otherwise; inputs stay read-only
         signals = file_reader(str(path), lazy=True, mode="r")
     sig = _pick_image_signal(path, signals, problems)
-    meta = {"rsciio_metadata": _jsonable(sig.get("metadata", {})),
-            "original_metadata": _jsonable(sig.get("original_metadata", {}))}
+    meta = {"rsciio_metadata": metadata_to_json(sig.get("metadata", {})),
+            "original_metadata": metadata_to_json(sig.get("original_metadata", {}))}
     return _movie_from_signal(path, fmt, sig, problems, meta, reopen)
 
 

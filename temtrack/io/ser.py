@@ -64,7 +64,7 @@ import numpy as np
 
 from temtrack.errors import MovieReadError
 from temtrack.io.lazy import LazyFrames
-from temtrack.io.movie import Movie, normalise_length_unit
+from temtrack.io.movie import Movie, metadata_to_json, normalise_length_unit
 
 SERIES_ID = 0x0197
 BYTE_ORDER = 0x4949
@@ -500,18 +500,6 @@ def _calibration(series: SerSeries, object_info: dict | None, problems: list, me
     return px, pu
 
 
-def _jsonable(obj, depth: int = 0):
-    if depth > 12:
-        return None
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v, depth + 1) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v, depth + 1) for v in obj[:1000]]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    return str(obj)
 
 
 # -- entry point -----------------------------------------------------------------------------------
@@ -559,7 +547,7 @@ def read_ser(path: str | os.PathLike) -> Movie:
         elif objects:
             problems.append(f"the .emi has no metadata for {ser.name} ({len(objects)} objects)")
     object_info = object_info if isinstance(object_info, dict) else None
-    meta["ObjectInfo"] = _jsonable(object_info)
+    meta["ObjectInfo"] = metadata_to_json(object_info)
     exposure_s = None
     if object_info:
         acquire = object_info.get("AcquireInfo")
@@ -575,9 +563,9 @@ def read_ser(path: str | os.PathLike) -> Movie:
     stamps = series.stamps
     meta["ser_header"] = {"SeriesVersion": f"{series.version:#06x}", "TagTypeID": f"{series.tag_type_id:#06x}",
                           "TotalNumberElements": series.total, "ValidNumberElements": series.valid,
-                          "dimensions": _jsonable(series.dimensions), "dtype": series.dtype.name,
+                          "dimensions": metadata_to_json(series.dimensions), "dtype": series.dtype.name,
                           "frames_contiguous": series.contiguous,
-                          "element_header_0": _jsonable(series.calibration)}
+                          "element_header_0": metadata_to_json(series.calibration)}
     meta["ser_time"] = stamps.astype(np.int64).tolist() if stamps is not None and n <= 1000 else (
         None if stamps is None else f"<{n} stamps from {int(stamps[0])} to {int(stamps[-1])}>")
     if series.positions_m is not None:

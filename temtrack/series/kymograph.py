@@ -174,7 +174,7 @@ def measure_strips(strips: np.ndarray, sampler: WireSampler) -> dict[str, np.nda
     """
     sp = sampler
     n = strips.shape[0]
-    na, nb = sp.n_along, sp.n_bins
+    nb = sp.n_bins
     r = sp.grid.r_px
     core = np.abs(r) <= 0.5 * sp.width_px
     inner = np.abs(r) <= 0.25 * sp.width_px

@@ -1,4 +1,3 @@
-import json
 from html.parser import HTMLParser
 
 import pytest

@@ -152,7 +152,7 @@ def test_pixel_unit(tmp_path, mode, delta, unit, size, note):
 
 
 def test_diffraction_unit_as_rosettasciio(tmp_path):
-    path = write_ser(tmp_path / "d_1.ser", _frames(2), calibration_delta=3e7)
+    write_ser(tmp_path / "d_1.ser", _frames(2), calibration_delta=3e7)
     write_emi(tmp_path / "d.emi", mode=" TEM uP SA Zoom Diffraction")
     from rsciio.tia import file_reader
 

@@ -1,6 +1,5 @@
 """Tests of temtrack.series.kinetics against synthetic fronts with known kinetics."""
 import json
-import math
 
 import numpy as np
 import pytest
