@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import os
 import statistics
-import time
 
 import numpy as np
 
-from benchmarks.common import (blas_threads, fmt, md_table, nanowire_frames, profile_table, profile_top, rms,
+from benchmarks.common import (blas_threads, fmt, interleaved_runs, md_table, nanowire_frames, profile_table, profile_top, rms,
                                stretched_nanowire)
 
 TARGET_RATIO = 3.0
@@ -107,16 +106,7 @@ def bench_size(size: int, n_frames: int, repeats: int, *, peers: bool = True) ->
     if not peers:
         methods = {k: v for k, v in methods.items()
                    if k in ("temtrack estimate_drift, 2 threads", "skimage phase_cross_correlation loop (upsample 10)")}
-    times = {k: [] for k in methods}
-    est = {}
-    with blas_threads(1):
-        for k, fn in methods.items():          # warm-up: imports, FFT plans, caches
-            est[k] = fn()
-        for _ in range(repeats):
-            for k, fn in methods.items():
-                t0 = time.perf_counter()
-                est[k] = fn()
-                times[k].append(time.perf_counter() - t0)
+    times, est = interleaved_runs(methods, repeats=repeats)
     rows = {}
     for k in methods:
         err = est[k] - true

@@ -19,7 +19,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import blas_threads, fmt, md_table, profile_table, profile_top
+from benchmarks.common import fmt, interleaved_runs, md_table, profile_table, profile_top
 
 TARGET_RATIO = 1.0
 
@@ -94,16 +94,7 @@ def bench_size(size: int, n_frames: int, repeats: int) -> dict:
     methods = {"pyFAI integrate1d (csr)": pyfai, "temtrack azimuthal_average, 1 thread": tt_1,
                "temtrack map_frames + azimuthal_average, 2 threads": tt_2,
                "float32 product bins.matrix @ whole stack (not temtrack's float64 per-frame path)": sparse}
-    times = {k: [] for k in methods}
-    out = {}
-    with blas_threads(1):
-        for k, fn in methods.items():
-            out[k] = fn()
-        for _ in range(repeats):
-            for k, fn in methods.items():
-                t0 = time.perf_counter()
-                out[k] = fn()
-                times[k].append(time.perf_counter() - t0)
+    times, out = interleaved_runs(methods, repeats=repeats)
     r_px = bins.q_nm_inv
     rmax = edges[-1]
     region = (r_px >= 0.1 * rmax) & (r_px <= 0.95 * rmax)

@@ -46,6 +46,23 @@ def timed_runs(fn: Callable[[], object], *, repeats: int, warmup: int = 1) -> tu
     return times, out
 
 
+def interleaved_runs(methods: dict[str, Callable[[], object]], *, repeats: int) -> tuple[dict, dict]:
+    """Wall times (s) of each method over ``repeats`` rounds, the methods taking turns within a round
+    (so a change of machine load hits all of them alike), after one untimed warm-up call each
+    (imports, FFT plans, caches), with BLAS limited to one thread. Returns (times, last outputs)."""
+    times = {k: [] for k in methods}
+    out = {}
+    with blas_threads(1):
+        for k, fn in methods.items():
+            out[k] = fn()
+        for _ in range(repeats):
+            for k, fn in methods.items():
+                t0 = time.perf_counter()
+                out[k] = fn()
+                times[k].append(time.perf_counter() - t0)
+    return times, out
+
+
 def rate(n_items: int, times: list[float]) -> dict:
     """Median items/s over runs, with the per-run rates."""
     rates = [n_items / t for t in times]
