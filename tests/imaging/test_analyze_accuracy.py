@@ -4,8 +4,7 @@ Each test prints the measured numbers. Two kinds of runs:
 
 * "given drift": the true drift is handed to :func:`analyze` (``shifts_px``), which isolates the wire
   measurements (front, diameters, kinetics) from drift estimation;
-* "full": the whole pipeline including :func:`temtrack.series.drift.estimate_drift` (skipped while
-  that module is not installed in the tree).
+* "full": the whole pipeline including :func:`temtrack.series.drift.estimate_drift`.
 """
 from __future__ import annotations
 
@@ -86,7 +85,6 @@ def test_dose40_D_interval_covers_truth_given_drift(dose40_movie):
 
 
 def test_dose40_D_interval_covers_truth_full(dose40_movie):
-    pytest.importorskip("temtrack.series.drift", reason="drift estimation (issue 3 item 1) not in the tree yet")
     movie, truth = dose40_movie
     _check_ci(_run(movie, truth, given_drift=False), truth, f"dose 40, angle {truth['angle_deg']:g}, full")
 
@@ -99,16 +97,12 @@ def _drift_rms(res, truth) -> float:
 
 
 def test_dose40_full_pipeline(dose40_movie):
-    pytest.importorskip("temtrack.series.drift", reason="drift estimation (issue 3 item 1) not in the tree yet")
     movie, truth = dose40_movie
     res = _run(movie, truth, given_drift=False)
-    drift_rms = _drift_rms(res, truth)
-    print(f"[dose 40, angle {truth['angle_deg']:g}, full] drift RMS error {drift_rms:.3f} px")
-    _check_dose40(res, truth, f"dose 40, angle {truth['angle_deg']:g}, full")
+    _check_dose40(res, truth, f"dose 40, angle {truth['angle_deg']:g}, full")   # drift: next test
 
 
 def test_dose40_drift_accuracy(dose40_movie):
-    pytest.importorskip("temtrack.series.drift", reason="drift estimation (issue 3 item 1) not in the tree yet")
     movie, truth = dose40_movie
     res = _run(movie, truth, given_drift=False)
     drift_rms = _drift_rms(res, truth)
@@ -137,7 +131,6 @@ def test_dose8_mixed_given_drift(dose8_mixed_movie):
 
 
 def test_dose8_mixed_full_pipeline(dose8_mixed_movie):
-    pytest.importorskip("temtrack.series.drift", reason="drift estimation (issue 3 item 1) not in the tree yet")
     movie, truth = dose8_mixed_movie
     res = _run(movie, truth, given_drift=False)
     drift_rms = float(np.sqrt(np.mean((res.drift_dy_px - truth["drift_dy_px"]) ** 2
